@@ -1,0 +1,162 @@
+"""What each verb does, over the library's public API; the parsers in ``fast`` and ``app``
+only turn arguments into calls of these functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .. import render
+from ..client import Client
+from ..model import Task
+from ..settings import Settings, check_namespace
+from ..store import Change
+
+
+@dataclass(frozen=True)
+class Globals:
+    """Options every verb takes; each wins over its environment variable."""
+
+    namespace: str | None = None
+    lang: str | None = None
+    url: str | None = None
+
+    def settings(self) -> Settings:
+        s = Settings.from_env()
+        if self.namespace:
+            s = replace(s, namespace=check_namespace(self.namespace))
+        if self.lang:
+            s = replace(s, lang="zh" if self.lang.lower().startswith("zh") else "en")
+        if self.url:
+            s = replace(s, redis_url=self.url)
+        return s
+
+    def client(self) -> Client:
+        return Client(self.settings(), warn=warn)
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"pulse: warning: {message}\n")
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def out_json(doc: Any) -> None:
+    out(json.dumps(doc, ensure_ascii=False, indent=2))
+
+
+def _event(change: Change, lang: str, push: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": change.event_id, "kind": change.kind, "task": change.task}
+    if push:
+        doc["push"] = render.render_push(change.kind, change.task, lang)
+    return doc
+
+
+def create(
+    g: Globals, name: str, steps: list[str], stall: float | None, as_json: bool, push: bool
+) -> None:
+    client = g.client()
+    change = client.create(name, steps, stall=stall).change
+    lang = client.settings.lang
+    if as_json:
+        out_json(_event(change, lang, push))
+        return
+    out(change.task["taskId"])  # alone on its line, for TASK_ID=$(pulse create ...)
+    if push:
+        out(render.render_push(change.kind, change.task, lang))
+
+
+def update(
+    g: Globals,
+    op: str,
+    task_id: str,
+    words: list[str],
+    progress: float | None,
+    as_json: bool,
+    push: bool,
+) -> None:
+    client = g.client()
+    message = " ".join(words) if words else None
+    change = client.update(task_id, op, message, progress)
+    lang = client.settings.lang
+    if as_json:
+        out_json(_event(change, lang, push))
+    elif push:
+        out(render.render_push(change.kind, change.task, lang))
+    else:
+        out(render.render_cli(change.kind, change.task, lang))
+
+
+def status(g: Globals, task_id: str | None, view: str, limit: int, as_json: bool) -> None:
+    client = g.client()
+    lang = client.settings.lang
+    if task_id:
+        task = client.get(task_id)
+        out_json(task) if as_json else out(render.render_status([task], lang))
+        return
+    tasks: list[Task] = client.status(view, limit=limit)
+    if as_json:
+        out_json({"tasks": tasks, "count": len(tasks)})
+    else:
+        out(render.render_status(tasks, lang))
+
+
+def cleanup(g: Globals, days: float | None, as_json: bool) -> None:
+    client = g.client()
+    removed = client.cleanup(days)
+    if as_json:
+        out_json({"removed": removed})
+    elif client.settings.lang == "zh":
+        out(f"已清理{removed}个已结束的任务")
+    else:
+        out(f"removed {removed} finished task{'s' if removed != 1 else ''}")
+
+
+def recover(g: Globals, folder: str | None, as_json: bool) -> None:
+    from pathlib import Path
+
+    client = g.client()
+    report = client.recover(Path(folder) if folder else None)
+    for problem in report.refused:
+        warn(f"skipped {problem}")
+    if as_json:
+        out_json(vars(report))
+    elif client.settings.lang == "zh":
+        out(
+            f"已恢复{report.restored}个任务（{report.unchanged}个无需恢复，"
+            f"{report.expired}个已过期）"
+        )
+    else:
+        out(
+            f"restored {report.restored} tasks ({report.unchanged} unchanged, "
+            f"{report.expired} expired)"
+        )
+
+
+def server(g: Globals, action: str, as_json: bool) -> None:
+    from ..embedded import EmbeddedServer
+
+    settings = g.settings()
+    if settings.redis_url:
+        warn("PULSE_REDIS_URL is set, so pulse does not use the embedded server")
+    embedded = EmbeddedServer()
+    if action == "start":
+        embedded.start()
+    if action == "stop":
+        stopped = embedded.stop()
+        if as_json:
+            out_json({"stopped": stopped})
+        else:
+            out("embedded Redis stopped" if stopped else "embedded Redis was not running")
+        return
+    info = embedded.status()
+    if as_json:
+        out_json({"running": info is not None, **(info or {}), "url": embedded.url})
+    elif info is None:
+        out(f"embedded Redis is not running (it starts on first use at {embedded.url})")
+    else:
+        out(f"embedded Redis running at {embedded.url} (pid {info['pid']}, data in {info['dir']})")

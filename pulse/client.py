@@ -1,0 +1,304 @@
+"""The Python API: a client that records tasks in Redis and mirrors them to JSON files."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import model
+from .errors import BackendUnavailable, BadValue, PulseError
+from .mirror import Mirror, load_file
+from .model import Task
+from .settings import Settings
+from .store import Change, Store
+from .transport import Connection
+
+log = logging.getLogger("pulse")
+
+VIEWS = ("default", "running", "stalled", "all")
+# The default `status` view: running tasks and those finished this recently.
+RECENT_SECONDS = 86400
+
+
+@dataclass
+class RecoverReport:
+    restored: int = 0
+    unchanged: int = 0
+    expired: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+class Client:
+    """Records tasks of one namespace; every update is one round trip to Redis."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        conn: Connection | None = None,
+        *,
+        warn: Callable[[str], None] = log.warning,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._conn = conn
+        self._store: Store | None = None
+        self.mirror = Mirror(self.settings.dir, self.settings.namespace)
+        self.warn = warn
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(
+                self._conn or open_connection(self.settings), self.settings.namespace
+            )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- updates -------------------------------------------------------------------------
+
+    def create(self, name: str, steps: list[str], *, stall: float | None = None) -> TaskHandle:
+        """A new task with its first step running."""
+        s = self.settings
+        name, steps = model.check_name(name), model.check_steps(list(steps))
+        stall_seconds = model.check_stall(s.stall_seconds if stall is None else stall)
+        now = datetime.now(s.tz)
+        task = model.new_task(
+            model.make_id(name, now),
+            name,
+            steps,
+            model.iso(now),
+            stall_seconds=stall_seconds,
+            namespace=s.namespace,
+            host=socket.gethostname(),
+            agent=s.agent,
+        )
+        change = self.store.create(task, _ms(now), s.retention_seconds)
+        self._mirror(change.task)
+        return TaskHandle(self, change)
+
+    def update(
+        self, task_id: str, op: str, message: str | None = None, progress: float | None = None
+    ) -> Change:
+        """Apply one of next, heartbeat, done, error to a task (id or unique prefix)."""
+        if op not in model.OPS:
+            raise BadValue(f"unknown update {op!r}")
+        model.check_id(task_id)
+        if op == "error" and not message:
+            raise BadValue("error needs a message saying what went wrong")
+        message, cut = model.check_text(message)
+        if cut:
+            self.warn(f"message cut to {model.MAX_TEXT} characters")
+        progress = model.check_progress(progress)
+        now = datetime.now(self.settings.tz)
+        change = self.store.update(
+            task_id,
+            op,
+            now=model.iso(now),
+            now_ms=_ms(now),
+            message=message,
+            progress=progress,
+            agent=self.settings.agent,
+            ttl=self.settings.retention_seconds,
+        )
+        self._mirror(change.task)
+        return change
+
+    def next(self, task_id: str, message: str | None = None) -> Change:
+        return self.update(task_id, "next", message)
+
+    def heartbeat(
+        self, task_id: str, message: str | None = None, progress: float | None = None
+    ) -> Change:
+        return self.update(task_id, "heartbeat", message, progress)
+
+    def done(self, task_id: str, result: str | None = None) -> Change:
+        return self.update(task_id, "done", result)
+
+    def error(self, task_id: str, message: str) -> Change:
+        return self.update(task_id, "error", message)
+
+    @contextmanager
+    def track(
+        self, name: str, steps: list[str], *, stall: float | None = None
+    ) -> Iterator[TaskHandle]:
+        """A task that is marked failed if the block raises and done if it ends normally."""
+        handle = self.create(name, steps, stall=stall)
+        try:
+            yield handle
+        except BaseException as e:
+            if handle.task["status"] == "running":
+                handle.error(f"{type(e).__name__}: {e}".rstrip(": "))
+            raise
+        if handle.task["status"] == "running":
+            handle.done()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        return self._derive([self.store.get(model.check_id(task_id))])[0]
+
+    def status(self, view: str = "default", *, limit: int = 50) -> list[Task]:
+        """Tasks newest first: running and recently finished, or running, stalled, or all."""
+        if view not in VIEWS:
+            raise BadValue(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
+        if limit < 0:
+            raise BadValue("limit must be 0 (no limit) or more")
+        now_ms = int(time.time() * 1000)
+        if view == "all":
+            tasks = self.store.recent(limit)
+        elif view == "running":
+            tasks = self.store.running()
+        elif view == "stalled":
+            tasks = self.store.running(due_by_ms=now_ms)
+        else:
+            tasks = self.store.recent(limit, since_ms=now_ms - RECENT_SECONDS * 1000)
+            if len(tasks) < limit or not limit:
+                # Running tasks quiet for over a day are still worth showing.
+                seen = {t["taskId"] for t in tasks}
+                tasks += [t for t in self.store.running() if t["taskId"] not in seen]
+        if limit and view in ("running", "stalled"):
+            tasks = tasks[:limit]
+        return self._derive(tasks)
+
+    def _derive(self, tasks: list[Task]) -> list[Task]:
+        now = datetime.now(self.settings.tz)
+        for t in tasks:
+            t["stalled"] = model.is_stalled(t, now, self.settings.stall_seconds)
+        return tasks
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def cleanup(self, days: float | None = None) -> int:
+        """Remove tasks finished over ``days`` ago (default: the retention) from Redis and the
+        mirror; mirror files of tasks past their retention go too, as Redis's TTL drops them."""
+        days = self.settings.retention_days if days is None else days
+        if days < 0:
+            raise BadValue("days must be 0 or more")
+        now = time.time()
+        cutoff_ms = int((now - days * 86400) * 1000)
+        candidates = self.store.load(self.store.updated_before(cutoff_ms))
+        finished = [t["taskId"] for t in candidates if t["status"] != "running"]
+        self.store.remove(finished)
+        removed = set(finished)
+        expire_before = now - self.settings.retention_seconds
+        for path in self.mirror:
+            try:
+                task = load_file(path)
+            except PulseError:
+                continue
+            updated = model.parse_time(task["updatedAt"]).timestamp()
+            if (task["status"] != "running" and updated * 1000 < cutoff_ms) or (
+                updated < expire_before
+            ):
+                path.unlink(missing_ok=True)
+                if task["status"] != "running":
+                    removed.add(task["taskId"])
+        return len(removed)
+
+    def recover(self, folder: Path | None = None) -> RecoverReport:
+        """Load mirror (or seed skill) task files into Redis where it lacks them or holds an
+        older version. Tasks keep their absolute expiry; no events are emitted."""
+        folder = Path(folder) if folder else self.mirror.folder
+        paths = sorted(folder.glob("*.json"))
+        if not paths and (folder / self.settings.namespace).is_dir():
+            paths = sorted((folder / self.settings.namespace).glob("*.json"))
+        report = RecoverReport()
+        now_ms = int(time.time() * 1000)
+        retention_ms = self.settings.retention_seconds * 1000
+        for path in paths:
+            try:
+                task = load_file(path, self.settings.namespace)
+                updated_ms = _ms(model.parse_time(task["updatedAt"]))
+            except PulseError as e:
+                report.refused.append(str(e))
+                continue
+            task["namespace"] = self.settings.namespace
+            task["stallSeconds"] = task["stallSeconds"] or self.settings.stall_seconds
+            task["stalled"] = False
+            if updated_ms + retention_ms <= now_ms:
+                report.expired += 1
+                continue
+            if self.store.restore(
+                task, updated_ms=updated_ms, expire_at_ms=updated_ms + retention_ms
+            ):
+                report.restored += 1
+                if path.parent != self.mirror.folder:
+                    self._mirror(task)
+            else:
+                report.unchanged += 1
+        return report
+
+    def _mirror(self, task: Task) -> None:
+        try:
+            self.mirror.write(task)
+        except OSError as e:
+            # Redis has the update; say the mirror missed it rather than fail the agent's step.
+            self.warn(f"mirror not written: {e}")
+
+
+@dataclass
+class TaskHandle:
+    """One task, as ``Client.create`` gives it; each call updates ``task``."""
+
+    client: Client
+    change: Change
+
+    @property
+    def id(self) -> str:
+        return self.task["taskId"]
+
+    @property
+    def task(self) -> Task:
+        return self.change.task
+
+    def _do(self, op: str, message: str | None = None, progress: float | None = None) -> Change:
+        self.change = self.client.update(self.id, op, message, progress)
+        return self.change
+
+    def next(self, message: str | None = None) -> Change:
+        return self._do("next", message)
+
+    def heartbeat(self, message: str | None = None, progress: float | None = None) -> Change:
+        return self._do("heartbeat", message, progress)
+
+    def done(self, result: str | None = None) -> Change:
+        return self._do("done", result)
+
+    def error(self, message: str) -> Change:
+        return self._do("error", message)
+
+
+def open_connection(settings: Settings) -> Connection:
+    """A connection to PULSE_REDIS_URL, or to the embedded server, started on first use."""
+    from .transport import connect
+
+    if settings.redis_url:
+        return connect(settings.redis_url)
+    from .embedded import EmbeddedServer
+
+    server = EmbeddedServer()
+    conn = connect(server.url)
+    try:
+        conn.connect()
+    except BackendUnavailable:
+        server.start()
+        conn = connect(server.url)
+    return conn
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

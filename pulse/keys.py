@@ -1,0 +1,57 @@
+"""Key names and defaults: the one place that knows how pulse lays out a namespace in Redis.
+
+Every key of a namespace starts with ``pulse:{<namespace>}:``. The braces are a Redis Cluster
+hash tag, so one namespace lives in one slot (multi-key scripts work on a cluster), and one ACL
+rule (``~pulse:{ns}:*``, ``&pulse:{ns}:*``) covers all of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "pulse"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_STALL_SECONDS = 180
+DEFAULT_RETENTION_DAYS = 7.0
+DEFAULT_HEARTBEAT_PUSH_SECONDS = 30.0
+# The event stream is a transport, not the record (the task hashes and the mirror are):
+# an approximate cap keeps XADD O(1) while holding days of events for a slow relay.
+STREAM_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}}}:"
+
+    def task(self, task_id: str) -> str:
+        """Hash holding one task: its snapshot JSON and the fields the scripts index by."""
+        return f"{self.prefix}task:{task_id}"
+
+    @property
+    def updated(self) -> str:
+        """Sorted set of every task id, scored by last update (ms); ``status`` reads it."""
+        return f"{self.prefix}updated"
+
+    @property
+    def running(self) -> str:
+        """Sorted set of running task ids, scored by the time (ms) they count as stalled."""
+        return f"{self.prefix}running"
+
+    @property
+    def ids(self) -> str:
+        """Sorted set of every task id with score 0, for prefix lookups by lexical range."""
+        return f"{self.prefix}ids"
+
+    @property
+    def events(self) -> str:
+        """Stream of every event of the namespace, read by the workers' consumer groups."""
+        return f"{self.prefix}events"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel carrying the same events, for live views."""
+        return f"{self.prefix}events"

@@ -1,0 +1,89 @@
+"""The JSON mirror: one file per task, so the record survives the loss of Redis.
+
+Files live at ``<dir>/<namespace>/<taskId>.json`` and hold the snapshot as SPEC gives it,
+pretty-printed like the seed skill's task files. Writes go to a temp file in the same folder
+and are renamed over the old one, so a reader (or a crash) never sees a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import model
+from .errors import BadValue
+from .model import Task
+
+
+def dumps(task: Task) -> str:
+    return json.dumps(task, ensure_ascii=False, indent=2) + "\n"
+
+
+class Mirror:
+    def __init__(self, root: Path, namespace: str) -> None:
+        self.root = Path(root)
+        self.folder = self.root / namespace
+
+    def path(self, task_id: str) -> Path:
+        """The file of a task; ids are checked so the path can never leave the folder."""
+        path = self.folder / f"{model.check_id(task_id)}.json"
+        if path.parent != self.folder:  # belt and braces: check_id already refuses separators
+            raise BadValue(f"not a task id: {task_id!r}")
+        return path
+
+    def write(self, task: Task) -> Path:
+        path = self.path(task["taskId"])
+        data = dumps(task).encode()
+        try:
+            fd, tmp = _open_temp(self.folder, path.name)
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = _open_temp(self.folder, path.name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return path
+
+    def read(self, task_id: str) -> Task | None:
+        try:
+            return load_file(self.path(task_id))
+        except FileNotFoundError:
+            return None
+
+    def remove(self, task_id: str) -> bool:
+        return _unlink(self.path(task_id))
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ())
+
+
+def load_file(path: Path, namespace: str | None = None) -> Task:
+    """A snapshot from a mirror file or a seed skill task file, checked and normalized."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadValue(f"{path}: not a JSON task file ({e})") from None
+    if not isinstance(raw, dict):
+        raise BadValue(f"{path}: not a JSON task object")
+    if not (raw.get("taskId") or raw.get("id")):
+        raw["taskId"] = path.stem  # the seed skill named its files after the id
+    return model.check_snapshot(model.normalize(raw, namespace=namespace))
+
+
+def _open_temp(folder: Path, name: str) -> tuple[int, str]:
+    tmp = folder / f".{name}.{os.getpid()}.{os.urandom(3).hex()}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), str(tmp)
+
+
+def _unlink(path: str | Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

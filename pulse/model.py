@@ -1,0 +1,322 @@
+"""The task model, pure: ids, checks, the snapshot document and its transitions.
+
+A task is kept as its snapshot, the JSON object of SPEC (a superset of the seed skill's task
+file). The transitions here are the reference for ``scripts/update.lua``, which applies the
+same ones atomically inside Redis; tests hold the two to the same results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+
+from .errors import AmbiguousId, BadValue, TaskFinished, TaskNotFound
+
+Op = Literal["next", "heartbeat", "done", "error"]
+OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error")
+
+# Size caps. Names and ids are refused past them (they become keys, file names and headings);
+# free text is cut with a visible mark, so a runaway log line never fills Redis or a chat.
+MAX_NAME = 200
+MAX_STEPS = 100
+MAX_TEXT = 4000
+MAX_ID = 120
+ID_NAME_CHARS = 60
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
+_ID_RE = re.compile(r"^\w[\w.-]*$")
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+class Step(TypedDict, total=False):
+    name: str
+    status: str  # pending | running | done | error
+    startedAt: str
+    finishedAt: str
+    message: str
+    progress: float
+
+
+class Task(TypedDict):
+    taskId: str
+    taskName: str
+    status: str  # running | done | error
+    stalled: bool
+    startedAt: str
+    updatedAt: str
+    finishedAt: str | None
+    steps: list[Step]
+    error: str | None
+    result: str | None
+    version: int
+    namespace: str
+    host: str | None
+    agent: str | None
+    stallSeconds: int
+
+
+FIELDS = tuple(Task.__annotations__)
+
+
+# -- ids ---------------------------------------------------------------------------------
+
+
+def safe_name(name: str) -> str:
+    """The name as a safe file name part: word characters, '.', '-', at most 60 chars."""
+    safe = _UNSAFE.sub("_", name).strip("._-")
+    safe = re.sub(r"\.{2,}", ".", safe)[:ID_NAME_CHARS].strip("._-")
+    return safe or "task"
+
+
+def make_id(name: str, now: datetime) -> str:
+    """``<safe name>-<YYYYmmdd-HHMMSS>-<4 random hex>``, as the seed skill made them."""
+    return f"{safe_name(name)}-{now:%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+
+
+def check_id(task_id: str) -> str:
+    """Refuse anything that could leave the mirror folder or the namespace's keys."""
+    if not task_id or len(task_id) > MAX_ID or not _ID_RE.match(task_id) or ".." in task_id:
+        raise BadValue(
+            f"not a task id: {_show(task_id)} (ids are letters, digits, '_', '.', '-'; no '..')"
+        )
+    return task_id
+
+
+def resolve(prefix: str, candidates: list[str]) -> str:
+    """The one id that is ``prefix`` or starts with it; names the candidates otherwise."""
+    if prefix in candidates:
+        return prefix
+    matches = sorted(c for c in candidates if c.startswith(prefix))
+    if not matches:
+        raise TaskNotFound(f"no task {_show(prefix)}")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise AmbiguousId(f"{_show(prefix)} matches {len(matches)} tasks: {shown}")
+    return matches[0]
+
+
+def _show(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:80] + "...")
+
+
+# -- input checks ------------------------------------------------------------------------
+
+
+def check_name(name: str, what: str = "task name") -> str:
+    name = name.strip()
+    if not name:
+        raise BadValue(f"the {what} is empty")
+    if _CONTROL.search(name):
+        raise BadValue(f"the {what} {_show(name)} contains control characters")
+    if len(name) > MAX_NAME:
+        raise BadValue(f"the {what} is {len(name)} characters long; at most {MAX_NAME} allowed")
+    return name
+
+
+def check_steps(steps: list[str]) -> list[str]:
+    if not steps:
+        raise BadValue("a task needs at least one step")
+    if len(steps) > MAX_STEPS:
+        raise BadValue(f"{len(steps)} steps; at most {MAX_STEPS} allowed")
+    return [check_name(s, "step name") for s in steps]
+
+
+def check_text(text: str | None) -> tuple[str | None, bool]:
+    """Message or result with stray control characters dropped, cut past MAX_TEXT with a mark.
+
+    Returns the text and whether it was cut, so the caller can say so.
+    """
+    if text is None:
+        return None, False
+    text = _TEXT_CONTROL.sub("", text)
+    if len(text) <= MAX_TEXT:
+        return text, False
+    cut = len(text) - MAX_TEXT
+    return f"{text[:MAX_TEXT]}… [cut {cut} chars]", True
+
+
+def check_progress(progress: float | None) -> float | None:
+    if progress is None:
+        return None
+    if not 0 <= progress <= 100:  # also refuses NaN
+        raise BadValue(f"progress {progress:g} is outside 0-100")
+    return int(progress) if progress == int(progress) else round(progress, 2)
+
+
+def check_stall(seconds: float) -> int:
+    if not seconds >= 1:
+        raise BadValue(f"stall seconds must be at least 1, not {seconds:g}")
+    return int(seconds)
+
+
+# -- the snapshot ------------------------------------------------------------------------
+
+
+def new_task(
+    task_id: str,
+    name: str,
+    steps: list[str],
+    now: str,
+    *,
+    stall_seconds: int,
+    namespace: str,
+    host: str | None = None,
+    agent: str | None = None,
+) -> Task:
+    """A task just created: its first step running, the rest pending, version 1."""
+    step_list: list[Step] = [{"name": s, "status": "pending"} for s in steps]
+    step_list[0].update(status="running", startedAt=now)
+    return {
+        "taskId": task_id,
+        "taskName": name,
+        "status": "running",
+        "stalled": False,
+        "startedAt": now,
+        "updatedAt": now,
+        "finishedAt": None,
+        "steps": step_list,
+        "error": None,
+        "result": None,
+        "version": 1,
+        "namespace": namespace,
+        "host": host,
+        "agent": agent,
+        "stallSeconds": stall_seconds,
+    }
+
+
+def running_index(task: Task) -> int | None:
+    for i, step in enumerate(task["steps"]):
+        if step.get("status") == "running":
+            return i
+    return None
+
+
+def apply(
+    task: Task,
+    op: str,
+    now: str,
+    message: str | None = None,
+    progress: float | None = None,
+    agent: str | None = None,
+) -> tuple[Task, str]:
+    """The task after ``op``, and the event kind it emits. Same rules as update.lua."""
+    if task["status"] != "running":
+        raise TaskFinished(f"task {task['taskId']} is already {task['status']}")
+    t: Any = normalize(task)
+    steps = t["steps"]
+    i = running_index(t)
+    step = steps[i] if i is not None else None
+    kind = op
+    if op == "next":
+        if step is not None:
+            _finish_step(step, "done", now, message)
+        following = (i + 1) if i is not None else 0
+        pending = next(
+            (j for j in range(following, len(steps)) if steps[j]["status"] == "pending"), None
+        )
+        if pending is None:
+            t.update(status="done", finishedAt=now)
+            kind = "done"
+        else:
+            steps[pending].update(status="running", startedAt=now)
+    elif op == "heartbeat":
+        if step is not None:
+            if message is not None:
+                step["message"] = message
+            if progress is not None:
+                step["progress"] = progress
+    elif op == "done":
+        if step is not None:
+            _finish_step(step, "done", now, None)
+        t.update(status="done", finishedAt=now, result=message)
+    elif op == "error":
+        if step is not None:
+            _finish_step(step, "error", now, None)
+        t.update(status="error", finishedAt=now, error=message)
+    else:
+        raise BadValue(f"unknown update {op!r}")
+    t["updatedAt"] = now
+    t["version"] += 1
+    t["stalled"] = False
+    if agent:
+        t["agent"] = agent
+    return t, kind
+
+
+def _finish_step(step: Step, status: str, now: str, message: str | None) -> None:
+    step["status"] = status
+    step["finishedAt"] = now
+    step.pop("progress", None)
+    if message is not None:
+        step["message"] = message
+
+
+def normalize(raw: dict[str, Any], *, namespace: str | None = None) -> Task:
+    """A snapshot in SPEC's field order, with missing fields filled (seed files lack some)."""
+    steps = []
+    for s in raw.get("steps") or []:
+        step: dict[str, Any] = {
+            "name": str(s.get("name", "")),
+            "status": s.get("status", "pending"),
+        }
+        for k in ("startedAt", "finishedAt", "message", "progress"):
+            if s.get(k) is not None:
+                step[k] = s[k]
+        steps.append(step)
+    started = raw.get("startedAt") or raw.get("createdAt") or raw.get("updatedAt")
+    task: dict[str, Any] = {
+        "taskId": raw.get("taskId") or raw.get("id"),
+        "taskName": raw.get("taskName") or raw.get("name") or raw.get("taskId"),
+        "status": raw.get("status", "running"),
+        "stalled": bool(raw.get("stalled", False)),
+        "startedAt": started,
+        "updatedAt": raw.get("updatedAt") or started,
+        "finishedAt": raw.get("finishedAt"),
+        "steps": steps,
+        "error": raw.get("error"),
+        "result": raw.get("result"),
+        "version": int(raw.get("version") or 1),
+        "namespace": raw.get("namespace") or namespace,
+        "host": raw.get("host"),
+        "agent": raw.get("agent"),
+        "stallSeconds": int(raw.get("stallSeconds") or 0) or None,
+    }
+    return task  # type: ignore[return-value]
+
+
+def check_snapshot(task: Task) -> Task:
+    """Refuse a loaded file that is not a task we could store and show."""
+    check_id(str(task["taskId"] or ""))
+    if task["status"] not in ("running", "done", "error"):
+        raise BadValue(f"task {task['taskId']}: unknown status {task['status']!r}")
+    if not task["steps"] or not task["startedAt"]:
+        raise BadValue(f"task {task['taskId']}: no steps or no start time")
+    parse_time(task["updatedAt"])
+    return task
+
+
+# -- time --------------------------------------------------------------------------------
+
+
+def parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise BadValue(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def is_stalled(task: Task, now: datetime, default_stall: int) -> bool:
+    """Running and quiet for longer than its stallSeconds."""
+    if task["status"] != "running":
+        return False
+    quiet = (now - parse_time(task["updatedAt"])).total_seconds()
+    return quiet > (task.get("stallSeconds") or default_stall)

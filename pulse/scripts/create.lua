@@ -1,0 +1,31 @@
+-- Create a task: store its snapshot, index it, and emit the `create` event.
+--
+-- KEYS[1]  task hash            pulse:{ns}:task:<id>
+-- KEYS[2]  updated index        pulse:{ns}:updated   (zset, score = last update ms)
+-- KEYS[3]  running index        pulse:{ns}:running   (zset, score = ms it counts as stalled)
+-- KEYS[4]  id index             pulse:{ns}:ids       (zset, score 0, for prefix lookups)
+-- KEYS[5]  event stream         pulse:{ns}:events
+-- ARGV[1]  task id
+-- ARGV[2]  snapshot JSON, built by model.new_task (version 1)
+-- ARGV[3]  now, ms since the epoch
+-- ARGV[4]  now, ISO 8601 (the event's `at`)
+-- ARGV[5]  stall seconds of the task
+-- ARGV[6]  retention TTL, seconds
+-- ARGV[7]  stream MAXLEN (approximate)
+-- ARGV[8]  pub/sub channel
+-- Returns {stream id, snapshot JSON}; error PULSE_EXISTS if the id is taken.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('PULSE_EXISTS ' .. ARGV[1])
+end
+local id, snap, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'snap', snap, 'version', 1, 'status', 'running',
+  'updated', now_ms, 'stall', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], now_ms, id)
+redis.call('ZADD', KEYS[3], now_ms + 1000 * tonumber(ARGV[5]), id)
+redis.call('ZADD', KEYS[4], 0, id)
+local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
+  'kind', 'create', 'at', ARGV[4], 'task', snap)
+redis.call('PUBLISH', ARGV[8],
+  '{"id":"' .. sid .. '","kind":"create","at":"' .. ARGV[4] .. '","task":' .. snap .. '}')
+return {sid, snap}

@@ -1,0 +1,101 @@
+-- Apply one update verb to a running task, atomically, and emit its event.
+-- The transitions are those of pulse/model.py `apply`; tests hold the two to the same results.
+--
+-- KEYS[1]  task hash            pulse:{ns}:task:<id>
+-- KEYS[2]  updated index        pulse:{ns}:updated
+-- KEYS[3]  running index        pulse:{ns}:running
+-- KEYS[4]  event stream         pulse:{ns}:events
+-- ARGV[1]  op: next | heartbeat | done | error
+-- ARGV[2]  now, ISO 8601
+-- ARGV[3]  now, ms since the epoch
+-- ARGV[4]  '1' if a message is given, else '0' (an empty message is still a message)
+-- ARGV[5]  message (next: of the finished step; heartbeat: of the running step;
+--          done: the result; error: the error)
+-- ARGV[6]  progress 0-100 of the running step, or ''
+-- ARGV[7]  agent name, or ''
+-- ARGV[8]  retention TTL, seconds
+-- ARGV[9]  stream MAXLEN (approximate)
+-- ARGV[10] pub/sub channel
+-- Returns {stream id, event kind, snapshot JSON}.
+-- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>; both change nothing.
+local raw = redis.call('HGET', KEYS[1], 'snap')
+if not raw then
+  return redis.error_reply('PULSE_NOTFOUND')
+end
+local t = cjson.decode(raw)
+if t.status ~= 'running' then
+  return redis.error_reply('PULSE_FINISHED ' .. t.status)
+end
+
+local op, now, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local message = nil
+if ARGV[4] == '1' then message = ARGV[5] end
+local steps = t.steps
+local i = nil
+for j = 1, #steps do
+  if steps[j].status == 'running' then i = j break end
+end
+local step = i and steps[i]
+
+local function finish(s, status, msg)
+  s.status = status
+  s.finishedAt = now
+  s.progress = nil
+  if msg ~= nil then s.message = msg end
+end
+
+local kind = op
+if op == 'next' then
+  if step then finish(step, 'done', message) end
+  local pending = nil
+  for j = (i or 0) + 1, #steps do
+    if steps[j].status == 'pending' then pending = j break end
+  end
+  if pending then
+    steps[pending].status = 'running'
+    steps[pending].startedAt = now
+  else
+    t.status = 'done'
+    t.finishedAt = now
+    kind = 'done'
+  end
+elseif op == 'heartbeat' then
+  if step then
+    if message ~= nil then step.message = message end
+    if ARGV[6] ~= '' then step.progress = tonumber(ARGV[6]) end
+  end
+elseif op == 'done' then
+  if step then finish(step, 'done', nil) end
+  t.status = 'done'
+  t.finishedAt = now
+  t.result = message or cjson.null
+elseif op == 'error' then
+  if step then finish(step, 'error', nil) end
+  t.status = 'error'
+  t.finishedAt = now
+  t.error = message or cjson.null
+else
+  return redis.error_reply('PULSE_BADOP ' .. op)
+end
+t.updatedAt = now
+t.version = t.version + 1
+t.stalled = false
+if ARGV[7] ~= '' then t.agent = ARGV[7] end
+
+local snap = cjson.encode(t)
+local id = t.taskId
+redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'status', t.status,
+  'updated', now_ms)
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('ZADD', KEYS[2], now_ms, id)
+if t.status == 'running' then
+  local stall = tonumber(redis.call('HGET', KEYS[1], 'stall')) or 0
+  redis.call('ZADD', KEYS[3], now_ms + 1000 * stall, id)
+else
+  redis.call('ZREM', KEYS[3], id)
+end
+local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
+  'kind', kind, 'at', now, 'task', snap)
+redis.call('PUBLISH', ARGV[10],
+  '{"id":"' .. sid .. '","kind":"' .. kind .. '","at":"' .. now .. '","task":' .. snap .. '}')
+return {sid, kind, snap}

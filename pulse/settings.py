@@ -1,0 +1,117 @@
+"""Settings read from the environment, in one dataclass (a CLI flag of the same meaning wins)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+
+from . import keys
+from .errors import BadValue
+
+_NAMESPACE_RE = re.compile(r"^[\w.-]{1,64}$")
+
+
+def user_data_dir() -> Path:
+    """Where pulse keeps the embedded Redis and the default mirror, per user."""
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "live-task-pulse"
+
+
+def parse_tz(value: str | None) -> tzinfo:
+    """``8``, ``-5``, ``5.5`` (hours) or an IANA name; unset means the system's local zone."""
+    if not value:
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local
+    try:
+        return timezone(timedelta(hours=float(value)))
+    except ValueError:
+        pass
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise BadValue(f"PULSE_TZ={value!r} is neither an hours offset nor a time zone name") from e
+
+
+def check_namespace(value: str) -> str:
+    if not _NAMESPACE_RE.match(value) or value in (".", ".."):
+        raise BadValue(f"namespace {value!r} must be 1-64 letters, digits, '_', '-' or '.'")
+    return value
+
+
+def _number(
+    env: Mapping[str, str], names: tuple[str, ...], default: float, minimum: float
+) -> float:
+    for name in names:
+        raw = env.get(name)
+        if raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise BadValue(f"{name}={raw!r} is not a number") from None
+            if value < minimum:
+                raise BadValue(f"{name}={raw!r} must be at least {minimum:g}")
+            return value
+    return default
+
+
+def _lang(env: Mapping[str, str]) -> str:
+    lang = env.get("PULSE_LANG") or env.get("LC_ALL") or env.get("LANG") or ""
+    return "zh" if lang.lower().startswith("zh") else "en"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    namespace: str = keys.DEFAULT_NAMESPACE
+    dir: Path = field(default_factory=lambda: user_data_dir() / "tasks")
+    tz: tzinfo = field(default_factory=lambda: parse_tz(None))
+    stall_seconds: int = keys.DEFAULT_STALL_SECONDS
+    retention_days: float = keys.DEFAULT_RETENTION_DAYS
+    lang: str = "en"
+    agent: str | None = None
+    sinks: tuple[str, ...] = ()
+    heartbeat_push_seconds: float = keys.DEFAULT_HEARTBEAT_PUSH_SECONDS
+    telegram_api: str = "https://api.telegram.org"
+    discord_api: str = "https://discord.com/api"
+
+    @property
+    def retention_seconds(self) -> int:
+        return max(1, int(self.retention_days * 86400))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        pulse_dir = env.get("PULSE_DIR") or env.get("TASK_PULSE_DIR")
+        return cls(
+            redis_url=env.get("PULSE_REDIS_URL") or None,
+            namespace=check_namespace(env.get("PULSE_NAMESPACE") or keys.DEFAULT_NAMESPACE),
+            dir=Path(pulse_dir).expanduser() if pulse_dir else user_data_dir() / "tasks",
+            tz=parse_tz(env.get("PULSE_TZ") or env.get("TASK_PULSE_TZ")),
+            stall_seconds=int(
+                _number(
+                    env, ("PULSE_STALL_SECONDS", "TASK_PULSE_STALL"), keys.DEFAULT_STALL_SECONDS, 1
+                )
+            ),
+            retention_days=_number(
+                env, ("PULSE_RETENTION_DAYS",), keys.DEFAULT_RETENTION_DAYS, 0.001
+            ),
+            lang=_lang(env),
+            agent=env.get("PULSE_AGENT") or None,
+            sinks=tuple((env.get("PULSE_SINKS") or "").split()),
+            heartbeat_push_seconds=_number(
+                env, ("PULSE_HEARTBEAT_PUSH_SECONDS",), keys.DEFAULT_HEARTBEAT_PUSH_SECONDS, 0
+            ),
+            telegram_api=(env.get("PULSE_TELEGRAM_API") or cls.telegram_api).rstrip("/"),
+            discord_api=(env.get("PULSE_DISCORD_API") or cls.discord_api).rstrip("/"),
+        )

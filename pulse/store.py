@@ -1,0 +1,244 @@
+"""Tasks on Redis: every change is one Lua script, reads are one pipelined round trip.
+
+Only this module and ``transport`` know Redis. Python never reads a task, changes it and
+writes it back: the scripts in ``scripts/`` do each change atomically on the server.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import model
+from .errors import BackendError, BadValue, TaskFinished, TaskNotFound
+from .keys import STREAM_MAXLEN, Keys
+from .model import Task
+from .scripts import Script
+from .transport import Connection, ReplyError
+
+_CREATE = Script("create")
+_UPDATE = Script("update")
+_RESTORE = Script("restore")
+
+# How many prefix matches to fetch: enough to name the candidates in the error.
+_PREFIX_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one update did: the event it emitted and the task after it."""
+
+    event_id: str
+    kind: str
+    task: Task
+
+
+def _task(snap: str) -> Task:
+    return model.normalize(json.loads(snap))
+
+
+def _fail(e: ReplyError, task_id: str) -> Exception:
+    text = str(e)
+    if text.startswith("PULSE_NOTFOUND"):
+        return TaskNotFound(f"no task {task_id!r}")
+    if text.startswith("PULSE_FINISHED"):
+        return TaskFinished(f"task {task_id} is already {text.split()[-1]}")
+    if text.startswith("PULSE_EXISTS"):
+        return BadValue(f"task {task_id} exists already")
+    return BackendError(f"Redis refused the update of {task_id}: {text}")
+
+
+class Store:
+    def __init__(self, conn: Connection, namespace: str, *, stream_maxlen: int = STREAM_MAXLEN):
+        self.conn = conn
+        self.keys = Keys(namespace)
+        self.stream_maxlen = stream_maxlen
+
+    # -- changes -------------------------------------------------------------------------
+
+    def create(self, task: Task, now_ms: int, ttl: int) -> Change:
+        k, task_id = self.keys, task["taskId"]
+        snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
+        args = [
+            task_id,
+            snap,
+            now_ms,
+            task["startedAt"],
+            task["stallSeconds"],
+            ttl,
+            self.stream_maxlen,
+            k.channel,
+        ]
+        try:
+            sid, snap = _CREATE(
+                self.conn, [k.task(task_id), k.updated, k.running, k.ids, k.events], args
+            )
+        except ReplyError as e:
+            raise _fail(e, task_id) from None
+        return Change(sid, "create", _task(snap))
+
+    def update(
+        self,
+        task_id: str,
+        op: str,
+        *,
+        now: str,
+        now_ms: int,
+        message: str | None = None,
+        progress: float | None = None,
+        agent: str | None = None,
+        ttl: int,
+    ) -> Change:
+        """Apply ``op`` to the task ``task_id`` names, exactly or as a unique prefix."""
+        args = [
+            op,
+            now,
+            now_ms,
+            "0" if message is None else "1",
+            message or "",
+            "" if progress is None else progress,
+            agent or "",
+            ttl,
+            self.stream_maxlen,
+            self.keys.channel,
+        ]
+        try:
+            return self._update(task_id, args)
+        except TaskNotFound:
+            # Costs a round trip only when the id was not given whole.
+            return self._update(self.resolve(task_id), args)
+
+    def _update(self, task_id: str, args: list[Any]) -> Change:
+        k = self.keys
+        try:
+            sid, kind, snap = _UPDATE(
+                self.conn, [k.task(task_id), k.updated, k.running, k.events], args
+            )
+        except ReplyError as e:
+            raise _fail(e, task_id) from None
+        return Change(sid, kind, _task(snap))
+
+    def restore(self, task: Task, *, updated_ms: int, expire_at_ms: int) -> bool:
+        """Put a mirrored snapshot back unless Redis holds this version or a newer one."""
+        k, task_id = self.keys, task["taskId"]
+        snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
+        args = [
+            task_id,
+            snap,
+            task["version"],
+            task["status"],
+            updated_ms,
+            task["stallSeconds"],
+            expire_at_ms,
+        ]
+        try:
+            done = _RESTORE(self.conn, [k.task(task_id), k.updated, k.running, k.ids], args)
+        except ReplyError as e:
+            raise _fail(e, task_id) from None
+        return bool(done)
+
+    def remove(self, task_ids: list[str]) -> None:
+        """Delete tasks and their index entries (finished ones, for cleanup)."""
+        k = self.keys
+        if not task_ids:
+            return
+        self._pipeline(
+            [("DEL", *[k.task(t) for t in task_ids])]
+            + [
+                (cmd, key, *task_ids)
+                for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
+            ]
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def resolve(self, prefix: str) -> str:
+        """The one live task id that is ``prefix`` or starts with it."""
+        model.check_id(prefix)
+        raw = prefix.encode()
+        found = self._call(
+            "ZRANGEBYLEX",
+            self.keys.ids,
+            b"[" + raw,
+            b"[" + raw + b"\xff",
+            "LIMIT",
+            0,
+            _PREFIX_LIMIT,
+        )
+        if len(found) > 1:
+            # The id index outlives expired tasks until pruned: count only live ones.
+            alive = self._pipeline([("EXISTS", self.keys.task(t)) for t in found])
+            self._prune([t for t, a in zip(found, alive, strict=True) if not a])
+            found = [t for t, a in zip(found, alive, strict=True) if a]
+        return model.resolve(prefix, found)
+
+    def get(self, task_id: str) -> Task:
+        snap = self._call("HGET", self.keys.task(task_id), "snap")
+        if snap is None:
+            snap = self._call("HGET", self.keys.task(self.resolve(task_id)), "snap")
+            if snap is None:
+                raise TaskNotFound(f"no task {task_id!r}")
+        return _task(snap)
+
+    def recent(self, limit: int, *, since_ms: int | None = None) -> list[Task]:
+        """The ``limit`` most recently updated tasks, newest first (limit 0: all)."""
+        if since_ms is None:
+            ids = self._call("ZREVRANGE", self.keys.updated, 0, limit - 1)
+        else:
+            ids = self._call(
+                "ZREVRANGEBYSCORE",
+                self.keys.updated,
+                "+inf",
+                since_ms,
+                *(("LIMIT", 0, limit) if limit > 0 else ()),
+            )
+        return self.load(ids)
+
+    def running(self, *, due_by_ms: int | None = None) -> list[Task]:
+        """Running tasks, newest first; with ``due_by_ms``, only those stalled by then."""
+        high = "+inf" if due_by_ms is None else due_by_ms
+        ids = self._call("ZRANGEBYSCORE", self.keys.running, "-inf", high)
+        tasks = self.load(ids)
+        tasks.sort(key=lambda t: t["updatedAt"], reverse=True)
+        return tasks
+
+    def updated_before(self, before_ms: int) -> list[str]:
+        return self._call("ZRANGEBYSCORE", self.keys.updated, "-inf", f"({before_ms}")
+
+    def load(self, task_ids: list[str]) -> list[Task]:
+        """Snapshots of these tasks in one pipeline; index entries of expired ones are pruned."""
+        if not task_ids:
+            return []
+        snaps = self._pipeline([("HGET", self.keys.task(t), "snap") for t in task_ids])
+        gone = [t for t, s in zip(task_ids, snaps, strict=True) if s is None]
+        self._prune(gone)
+        return [_task(s) for s in snaps if s is not None]
+
+    def count(self) -> int:
+        return self._call("ZCARD", self.keys.updated)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _prune(self, gone: list[str]) -> None:
+        if gone:
+            k = self.keys
+            self._pipeline(
+                [
+                    (cmd, key, *gone)
+                    for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
+                ]
+            )
+
+    def _call(self, *args: Any) -> Any:
+        try:
+            return self.conn.call(*args)
+        except ReplyError as e:
+            raise BackendError(f"Redis refused {args[0]}: {e}") from None
+
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        replies = self.conn.pipeline(commands)
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise BackendError(f"Redis refused a read: {reply}")
+        return replies

@@ -1,0 +1,195 @@
+"""Fixtures shared by the whole suite: a real Redis, clients for it, and an isolated CLI env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A redis-server the suite started, reachable on a unix socket only."""
+
+    url: str
+    socket: str
+    binary: str
+    pid: int
+
+
+def _answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for the session (no persistence); FLUSHALLed per test by redis_url."""
+    from pulse.embedded import find_redis_server
+    from pulse.errors import BackendUnavailable
+
+    try:
+        binary = find_redis_server()
+    except BackendUnavailable as e:
+        pytest.skip(str(e))
+    # under /tmp, not the pytest tmp dir: macOS's is too long for a unix socket address
+    workdir = tempfile.mkdtemp(prefix="pulse-test-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    path = os.path.join(workdir, "redis.sock")
+    args = [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700"]
+    log = os.path.join(workdir, "redis.log")
+    args += ["--save", "", "--appendonly", "no", "--dir", workdir, "--logfile", log]
+    # a log file, not a pipe: nobody would drain a pipe, and a full one blocks the server
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
+                pytest.fail(f"test redis-server did not start (exit {proc.poll()}): {tail}")
+            time.sleep(0.01)
+        yield RedisServer(url=f"unix://{path}", socket=path, binary=binary, pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The session server's URL, emptied (FLUSHALL) before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    """redis-py client (str replies) on the emptied session server."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def fake_client() -> Iterator[object]:
+    """In-process fakeredis (str replies) that runs Lua, for tests that need no real server."""
+    fakeredis = pytest.importorskip("fakeredis")
+    client = fakeredis.FakeRedis(decode_responses=True)
+    try:
+        client.eval("return 1", 0)
+    except Exception as e:  # fakeredis raises its own error types when lupa is missing
+        pytest.skip(f"fakeredis cannot run Lua (install fakeredis[lua]): {e}")
+    try:
+        yield client
+    finally:
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture
+def pulse_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the CLI as a subprocess, on the test Redis and tmp dirs only."""
+    # drop the developer's own pulse settings so they cannot leak into a test
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PULSE_", "TASK_PULSE_")) or k == "PULSE_REDIS_SERVER"
+    }
+    env.update(
+        PULSE_REDIS_URL=redis_url,
+        PULSE_DIR=str(tmp_path / "mirror"),
+        PULSE_NAMESPACE="test",
+        LANG="C.UTF-8",
+        PULSE_LANG="en",
+        PULSE_TZ="0",
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        # the package imports from this checkout even when it is not installed
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    if sys.platform == "darwin":  # user_data_dir() ignores XDG_DATA_HOME there
+        env["HOME"] = str(tmp_path / "home")
+    return env
+
+
+@pytest.fixture
+def embedded_server(tmp_path: Path) -> Iterator[object]:
+    """EmbeddedServer for the data dir pulse_env implies (not started); stopped at teardown."""
+    from pulse.embedded import EmbeddedServer
+
+    if sys.platform == "darwin":
+        data = tmp_path / "home" / "Library" / "Application Support"
+    else:
+        data = tmp_path / "data"
+    server = EmbeddedServer(data / "live-task-pulse" / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(params=["fake", "real"])
+def raw(request: pytest.FixtureRequest) -> object:
+    """A redis-py client (str replies) to look at what the code under test wrote:
+    fakeredis for the fast run, the real session server for Redis's own semantics."""
+    return request.getfixturevalue("fake_client" if request.param == "fake" else "redis_client")
+
+
+@pytest.fixture
+def conn(raw: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    """pulse's connection to the same server as ``raw``: redis-py wrapped for fakeredis, the
+    CLI's own socket client for the real server."""
+    from pulse.transport import RedisPyConnection, connect
+
+    if type(raw).__module__.startswith("fakeredis"):
+        connection = RedisPyConnection(raw)
+    else:
+        connection = connect(request.getfixturevalue("redis_url"))
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def store(conn: object) -> object:
+    from pulse.store import Store
+
+    return Store(conn, "t")
