@@ -1,0 +1,83 @@
+"""What every benchmark shares: a private redis-server, and figures as medians and ratios.
+
+Each script starts its own redis-server (the one ``pulse.embedded.find_redis_server()`` finds)
+on a unix socket in a temp dir, with no persistence, and stops it when done. Times are only
+ever judged as ratios against a floor measured in the same run on the same server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pulse.embedded import find_redis_server
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # unix://<socket>
+    socket: str
+    work: Path  # the temp dir; scripts put their own files (mirror, task files) under it
+
+
+def _answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server() -> Iterator[Server]:
+    """A redis-server of our own: unix socket only, ``--save "" --appendonly no``."""
+    binary = find_redis_server()
+    # /tmp, not $TMPDIR: a long temp path would not fit a unix socket address
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    path, log = str(work / "redis.sock"), str(work / "redis.log")
+    args = [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700"]
+    args += ["--save", "", "--appendonly", "no", "--dir", str(work), "--logfile", log]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"redis-server did not start (exit {proc.poll()}); see {log}")
+            time.sleep(0.01)
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        print(f"# redis-server: {binary} ({version.split()[2]}), unix socket, no persistence")
+        print(f"# python {sys.version.split()[0]} on {os.cpu_count()} cpus")
+        yield Server(url=f"unix://{path}", socket=path, work=work)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def ratio_line(label: str, value: float, floor: float, target: str) -> str:
+    """``label  1.23x  (target <= 2.0: ok)``; ``target`` is ``>= x`` or ``<= x``."""
+    r = value / floor
+    op, bound = target.split()
+    met = r >= float(bound) if op == ">=" else r <= float(bound)
+    return f"{label:<40} {r:6.2f}x  (target {op} {bound}: {'met' if met else 'MISSED'})"
