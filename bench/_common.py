@@ -7,6 +7,7 @@ ever judged as ratios against a floor measured in the same run on the same serve
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -22,12 +23,30 @@ from pathlib import Path
 
 from pulse.embedded import find_redis_server
 
+PIN_MODES = ("split", "same", "none")
+
 
 @dataclass(frozen=True)
 class Server:
     url: str  # unix://<socket>
     socket: str
     work: Path  # the temp dir; scripts put their own files (mirror, task files) under it
+
+
+def _pin(server_pid: int, mode: str) -> str:
+    """Pin the server and this process (and so its children) to CPUs.
+
+    On a small VM, where the two land changes round-trip times by 2x from one second to the
+    next (a wake-up on another CPU costs more than one on the same CPU); pinning keeps every
+    round of a run on the same footing. split: server on the last CPU, the bench on the rest.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if mode == "none" or len(cpus) < 2:
+        return "not pinned"
+    server_cpus, own = ({cpus[-1]}, set(cpus[:-1])) if mode == "split" else ({cpus[0]}, {cpus[0]})
+    os.sched_setaffinity(server_pid, server_cpus)
+    os.sched_setaffinity(0, own)
+    return f"redis-server on cpu {sorted(server_cpus)}, bench on cpu {sorted(own)}"
 
 
 def _answers(path: str) -> bool:
@@ -42,11 +61,12 @@ def _answers(path: str) -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[Server]:
+def redis_server(pin: str = "split") -> Iterator[Server]:
     """A redis-server of our own: unix socket only, ``--save "" --appendonly no``."""
     binary = find_redis_server()
     # /tmp, not $TMPDIR: a long temp path would not fit a unix socket address
-    work = Path(tempfile.mkdtemp(prefix="pulse-bench-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-", dir=base))
     path, log = str(work / "redis.sock"), str(work / "redis.log")
     args = [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700"]
     args += ["--save", "", "--appendonly", "no", "--dir", str(work), "--logfile", log]
@@ -59,7 +79,7 @@ def redis_server() -> Iterator[Server]:
             time.sleep(0.01)
         version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         print(f"# redis-server: {binary} ({version.split()[2]}), unix socket, no persistence")
-        print(f"# python {sys.version.split()[0]} on {os.cpu_count()} cpus")
+        print(f"# python {sys.version.split()[0]} on {os.cpu_count()} cpus; {_pin(proc.pid, pin)}")
         yield Server(url=f"unix://{path}", socket=path, work=work)
     finally:
         proc.terminate()
@@ -69,6 +89,12 @@ def redis_server() -> Iterator[Server]:
             proc.kill()
             proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def add_pin_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--pin", choices=PIN_MODES, default="split", help="CPU placement (default: split)"
+    )
 
 
 def median(samples: list[float]) -> float:

@@ -149,7 +149,7 @@ class Client:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task:
-        return self._derive([self.store.get(model.check_id(task_id))])[0]
+        return self.derive_stalled([self.store.get(model.check_id(task_id))])[0]
 
     def status(self, view: str = "default", *, limit: int = 50) -> list[Task]:
         """Tasks newest first: running and recently finished, or running, stalled, or all."""
@@ -163,7 +163,7 @@ class Client:
         elif view == "running":
             tasks = self.store.running()
         elif view == "stalled":
-            tasks = self.store.running(due_by_ms=now_ms)
+            tasks = [t for t in self.derive_stalled(self.store.running()) if t["stalled"]]
         else:
             tasks = self.store.recent(limit, since_ms=now_ms - RECENT_SECONDS * 1000)
             if len(tasks) < limit or not limit:
@@ -172,9 +172,9 @@ class Client:
                 tasks += [t for t in self.store.running() if t["taskId"] not in seen]
         if limit and view in ("running", "stalled"):
             tasks = tasks[:limit]
-        return self._derive(tasks)
+        return self.derive_stalled(tasks)
 
-    def _derive(self, tasks: list[Task]) -> list[Task]:
+    def derive_stalled(self, tasks: list[Task]) -> list[Task]:
         now = datetime.now(self.settings.tz)
         for t in tasks:
             t["stalled"] = model.is_stalled(t, now, self.settings.stall_seconds)
@@ -298,6 +298,18 @@ def open_connection(settings: Settings) -> Connection:
         server.start()
         conn = connect(server.url)
     return conn
+
+
+def redis_url(settings: Settings) -> str:
+    """PULSE_REDIS_URL, or the embedded server's URL once it runs (for redis-py users)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from .embedded import EmbeddedServer
+
+    server = EmbeddedServer()
+    if not server.is_running():
+        server.start()
+    return server.url
 
 
 def _ms(moment: datetime) -> int:

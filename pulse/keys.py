@@ -51,6 +51,19 @@ class Keys:
         """Stream of every event of the namespace, read by the workers' consumer groups."""
         return f"{self.prefix}events"
 
+    def pushed(self, task_id: str) -> str:
+        """Hash of what the relays pushed for a task: last event id, last heartbeat time."""
+        return f"{self.prefix}pushed:{task_id}"
+
+    def memory(self, key: str) -> str:
+        """String a sink keeps across pushes, e.g. the chat message it edits for a task."""
+        return f"{self.prefix}memory:{key}"
+
+    @property
+    def dead(self) -> str:
+        """Stream of pushes a sink failed to deliver after its last try."""
+        return f"{self.prefix}dead"
+
     @property
     def channel(self) -> str:
         """Pub/sub channel carrying the same events, for live views."""

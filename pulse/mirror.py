@@ -50,6 +50,23 @@ class Mirror:
             raise
         return path
 
+    def write_if_newer(self, task: Task) -> bool:
+        """Write unless the file holds this version or a newer one (for the central mirror,
+        which may see a task's events out of order when several consumers share the work)."""
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                have = self.read(task["taskId"])
+            except BadValue:
+                have = None  # a torn or foreign file: the snapshot replaces it
+            if have is not None and have["version"] >= task["version"]:
+                return False
+            self.write(task)
+            return True
+
     def read(self, task_id: str) -> Task | None:
         try:
             return load_file(self.path(task_id))

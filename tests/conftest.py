@@ -193,3 +193,34 @@ def store(conn: object) -> object:
     from pulse.store import Store
 
     return Store(conn, "t")
+
+
+
+def _run_pulse(env: dict[str, str], *args: str, **kwargs: object) -> subprocess.CompletedProcess:
+    """``pulse ARGS...`` as an agent runs it: a fresh process, text stdout and stderr captured.
+    ``kwargs`` go to subprocess.run (e.g. ``cwd``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pulse", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def run_pulse() -> object:
+    """``run_pulse(env, *args)``: the CLI in a subprocess; returns its CompletedProcess."""
+    return _run_pulse
+
+
+@pytest.fixture
+def pulse_api(pulse_env: dict[str, str]) -> Iterator[object]:
+    """A ``pulse.client.Client`` with the same settings as the CLI under ``pulse_env``, for
+    setting up and inspecting what CLI tests run against."""
+    from pulse.client import Client
+    from pulse.settings import Settings
+
+    with Client(Settings.from_env(pulse_env)) as client:
+        yield client

@@ -125,8 +125,7 @@ def test_status_reads_newest_first_and_running_by_due_time(store):
     upd(store, "t0", "done", 10)
     assert [t["taskId"][:2] for t in store.recent(3)] == ["t0", "t4", "t3"]
     assert {t["taskId"][:2] for t in store.running()} == {"t1", "t2", "t3", "t4"}
-    due = store.running(due_by_ms=T0 + 12_500)
-    assert {t["taskId"][:2] for t in due} == {"t1", "t2"}
+    assert {t[:2] for t in store.due(T0 + 12_500)} == {"t1", "t2"}
 
 
 def test_restore_only_where_missing_or_older(store, raw):

@@ -51,6 +51,9 @@ def entry() -> None:
 def _click_error(e: Exception) -> int:
     import click
 
+    if type(e).__name__ == "NoArgsIsHelpError":  # bare `pulse` (click 8.2+): the help, as is
+        sys.stderr.write(f"{e.format_message()}\n")
+        return e.exit_code
     if isinstance(e, click.exceptions.UsageError):
         where = f"pulse {e.ctx.command.name} --help" if e.ctx and e.ctx.parent else "pulse --help"
         sys.stderr.write(f"pulse: usage: {e.format_message()} (see '{where}')\n")

@@ -33,6 +33,8 @@ def parse(argv: list[str]) -> tuple[str, Globals, dict[str, Any]] | None:
         if got is None:
             return None
         glob[argv[i].split("=", 1)[0][2:]], i = got
+    if glob.get("lang") not in (None, "en", "zh"):
+        return None  # click's choice check refuses it with a usage error
     if i >= len(argv) or argv[i] not in _VERBS:
         return None
     verb = argv[i]

@@ -18,7 +18,10 @@
 -- ARGV[10] pub/sub channel
 -- Returns {stream id, event kind, snapshot JSON}.
 -- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>; both change nothing.
-local raw = redis.call('HGET', KEYS[1], 'snap')
+-- A task the relay marked stalled (hash field `stalled`, see stall.lua) resumes: a heartbeat
+-- is emitted as `resume`; any other update emits `resume` and then its own event.
+local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled')
+local raw = h[1]
 if not raw then
   return redis.error_reply('PULSE_NOTFOUND')
 end
@@ -45,6 +48,7 @@ local function finish(s, status, msg)
 end
 
 local kind = op
+local resumed = h[3] ~= false
 if op == 'next' then
   if step then finish(step, 'done', message) end
   local pending = nil
@@ -86,16 +90,27 @@ local snap = cjson.encode(t)
 local id = t.taskId
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'status', t.status,
   'updated', now_ms)
+if resumed then redis.call('HDEL', KEYS[1], 'stalled') end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], now_ms, id)
 if t.status == 'running' then
-  local stall = tonumber(redis.call('HGET', KEYS[1], 'stall')) or 0
-  redis.call('ZADD', KEYS[3], now_ms + 1000 * stall, id)
+  redis.call('ZADD', KEYS[3], now_ms + 1000 * (tonumber(h[2]) or 0), id)
 else
   redis.call('ZREM', KEYS[3], id)
 end
-local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
-  'kind', kind, 'at', now, 'task', snap)
-redis.call('PUBLISH', ARGV[10],
-  '{"id":"' .. sid .. '","kind":"' .. kind .. '","at":"' .. now .. '","task":' .. snap .. '}')
-return {sid, kind, snap}
+
+local function emit(k)
+  local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
+    'kind', k, 'at', now, 'task', snap)
+  redis.call('PUBLISH', ARGV[10],
+    '{"id":"' .. sid .. '","kind":"' .. k .. '","at":"' .. now .. '","task":' .. snap .. '}')
+  return sid
+end
+if resumed then
+  if kind == 'heartbeat' then
+    kind = 'resume'
+  else
+    emit('resume')
+  end
+end
+return {emit(kind), kind, snap}

@@ -1,0 +1,39 @@
+-- Mark a running task stalled and emit `stall`, once per stall however many relays ask.
+-- The relay calls this for the ids the running index says are due; the hash decides.
+--
+-- KEYS[1]  task hash            pulse:{ns}:task:<id>
+-- KEYS[2]  running index        pulse:{ns}:running
+-- KEYS[3]  event stream         pulse:{ns}:events
+-- ARGV[1]  task id
+-- ARGV[2]  now, ms since the epoch
+-- ARGV[3]  now, ISO 8601 (the event's `at`)
+-- ARGV[4]  stream MAXLEN (approximate)
+-- ARGV[5]  pub/sub channel
+-- Returns {stream id, snapshot JSON} when it emitted `stall`, else false.
+local id, now_ms = ARGV[1], tonumber(ARGV[2])
+local h = redis.call('HMGET', KEYS[1], 'snap', 'updated', 'stall', 'stalled', 'status')
+if not h[1] or h[5] ~= 'running' then
+  redis.call('ZREM', KEYS[2], id)  -- expired or finished: no longer a running task
+  return false
+end
+local stall_ms = 1000 * tonumber(h[3])
+local due = tonumber(h[2]) + stall_ms
+if due > now_ms then
+  redis.call('ZADD', KEYS[2], due, id)
+  return false
+end
+-- Stalled or not, look again one stall period from now rather than on every tick.
+redis.call('ZADD', KEYS[2], now_ms + stall_ms, id)
+if h[4] then
+  return false  -- already alerted for this stall
+end
+local t = cjson.decode(h[1])
+t.stalled = true
+t.version = t.version + 1
+local snap = cjson.encode(t)
+redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'stalled', t.version)
+local sid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+  'kind', 'stall', 'at', ARGV[3], 'task', snap)
+redis.call('PUBLISH', ARGV[5],
+  '{"id":"' .. sid .. '","kind":"stall","at":"' .. ARGV[3] .. '","task":' .. snap .. '}')
+return {sid, snap}

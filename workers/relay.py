@@ -1,0 +1,302 @@
+"""The relay: reads every event of a namespace through a consumer group and pushes it to the
+configured sinks, throttled, at least once, with stall alerts.
+
+One thread talks to Redis (reads, claims, acks, dead letters, stall checks); each sink has a
+thread of its own, so one slow or broken sink never holds up the others. An event is acked
+when every sink has delivered it or dead-lettered it; until then it stays pending in the
+group, so a relay killed at any moment loses nothing: a restart, or another relay after
+``claim_idle``, takes the entry over (XAUTOCLAIM) and pushes it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pulse import render
+from pulse.events import Event, Feed, Pushes
+from pulse.settings import Settings
+from pulse.transport import Connection
+
+from .sinks import Push, Sink, SinkError
+
+log = logging.getLogger("pulse.relay")
+
+
+@dataclass
+class RelayConfig:
+    group: str = "relay"
+    consumer: str = "relay"
+    batch: int = 200
+    claim_idle: float = 30.0  # seconds a pending entry sits before another relay takes it
+    stall_interval: float = 1.0
+    tries: int = 5
+    backoff: float = 1.0  # first retry delay; doubles each try, with full jitter
+    backoff_max: float = 60.0
+    max_in_flight: int = 2000
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    dead: int = 0
+    stale: int = 0
+    superseded: int = 0
+    acked: int = 0
+
+
+@dataclass
+class _Delivery:
+    event: Event
+    push: Push
+    remaining: int
+
+
+@dataclass
+class _Held:
+    event: Event
+    due: float
+
+
+@dataclass
+class _Outcome:
+    delivery: _Delivery
+    sink: str
+    error: str | None = None  # None: delivered
+    abandoned: bool = False  # the relay is stopping: leave the entry pending
+
+
+class SinkWorker(threading.Thread):
+    """Delivers pushes to one sink in order, retrying with backoff and jitter."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        config: RelayConfig,
+        report: Callable[[_Outcome], None],
+        stopping: threading.Event,
+    ) -> None:
+        super().__init__(name=f"sink {sink.name}", daemon=True)
+        self.sink = sink
+        self.config = config
+        self.report = report
+        self.stopping = stopping
+        self.queue: queue.Queue[_Delivery | None] = queue.Queue()
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            self.report(self._deliver(item))
+        self.sink.close()
+
+    def _deliver(self, delivery: _Delivery) -> _Outcome:
+        push, c = delivery.push, self.config
+        error = "not tried"
+        for attempt in range(1, c.tries + 1):
+            start = time.monotonic()
+            try:
+                self.sink.send(push)
+            except SinkError as e:
+                error = str(e)
+                if e.permanent:
+                    log.warning(
+                        "%s: %s %s refused for good: %s",
+                        self.sink.name,
+                        push.kind,
+                        push.task["taskId"],
+                        error,
+                    )
+                    break
+                delay = random.uniform(0, min(c.backoff_max, c.backoff * 2 ** (attempt - 1)))
+                delay = max(delay, e.retry_after or 0.0)
+                log.warning(
+                    "%s: try %d of %d for %s %s failed (%s); next in %.2fs",
+                    self.sink.name,
+                    attempt,
+                    c.tries,
+                    push.kind,
+                    push.task["taskId"],
+                    error,
+                    delay,
+                )
+                if attempt == c.tries:
+                    break
+                if self.stopping.wait(delay):
+                    return _Outcome(delivery, self.sink.name, error, abandoned=True)
+            except Exception as e:  # a bug in a sink must not kill its thread
+                error = f"{type(e).__name__}: {e}"
+                log.exception("%s: failed on %s", self.sink.name, push.event_id)
+                break
+            else:
+                log.info(
+                    "pushed %s %s v%s to %s in %.0f ms",
+                    push.kind,
+                    push.task["taskId"],
+                    push.task["version"],
+                    self.sink.name,
+                    (time.monotonic() - start) * 1e3,
+                )
+                return _Outcome(delivery, self.sink.name)
+        return _Outcome(delivery, self.sink.name, error)
+
+
+@dataclass
+class Relay:
+    conn: Connection
+    settings: Settings
+    sinks: list[Sink]
+    config: RelayConfig = field(default_factory=RelayConfig)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.feed = Feed(self.conn, s.namespace, self.config.group, self.config.consumer)
+        self.pushes = Pushes(self.conn, s.namespace, ttl=s.retention_seconds)
+        self.stopping = threading.Event()
+        self.stats = Stats()
+        self._outcomes: queue.Queue[_Outcome] = queue.Queue()
+        self._held: dict[str, _Held] = {}
+        self._in_flight = 0
+        self._window_ms = int(s.heartbeat_push_seconds * 1000)
+        self._workers = [
+            SinkWorker(sink, self.config, self._outcomes.put, self.stopping) for sink in self.sinks
+        ]
+
+    def stop(self) -> None:
+        """Finish the pushes in hand and return from ``run``."""
+        self.stopping.set()
+
+    def run(self) -> Stats:
+        c = self.config
+        for w in self._workers:
+            w.start()
+        self.feed.ensure_group()
+        # Entries this consumer was given before a restart come first.
+        self._take(self.feed.read(c.batch, own=True))
+        next_stall = next_claim = 0.0
+        while not self.stopping.is_set():
+            now = time.time()
+            self._settle()
+            if now >= next_stall:
+                self.pushes.mark_stalled(now, self.settings.tz)  # read back from the stream
+                next_stall = now + c.stall_interval
+            if now >= next_claim:
+                self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
+                next_claim = now + max(0.5, c.claim_idle / 2)
+            self._release_held(now)
+            if self._in_flight >= c.max_in_flight:
+                self._settle(wait=0.05)
+                continue
+            wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
+            block = int(min(1.0, max(0.001, wake - time.time())) * 1000)
+            self._take(self.feed.read(c.batch, block))
+        self._shutdown()
+        return self.stats
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _take(self, events: list[Event]) -> None:
+        for event in events:
+            task_id = event.task["taskId"]
+            held = self._held.get(task_id)
+            if held and held.event.id != event.id:
+                # A newer event of the task: the held heartbeat is stale (or replaced).
+                del self._held[task_id]
+                self._ack([held.event.id])
+                self.stats.superseded += 1
+            self._decide(event)
+
+    def _decide(self, event: Event) -> None:
+        verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
+        if verdict == "stale":
+            self.stats.stale += 1
+            self._ack([event.id])
+        elif verdict == "wait":
+            self._held[event.task["taskId"]] = _Held(event, time.time() + wait_ms / 1000)
+        else:
+            self._dispatch(event)
+
+    def _release_held(self, now: float) -> None:
+        for task_id, held in list(self._held.items()):
+            if held.due <= now:
+                del self._held[task_id]
+                self._decide(held.event)
+
+    def _dispatch(self, event: Event) -> None:
+        text = render.render_push(event.kind, event.task, self.settings.lang)
+        push = Push(event.id, event.kind, event.task, text, event.at)
+        if not self._workers:
+            self._ack([event.id])
+            return
+        delivery = _Delivery(event, push, remaining=len(self._workers))
+        self._in_flight += 1
+        for w in self._workers:
+            w.queue.put(delivery)
+
+    # -- settling ------------------------------------------------------------------------
+
+    def _settle(self, wait: float = 0.0) -> None:
+        """Record what the sink threads finished: dead letters, then acks."""
+        done: list[str] = []
+        try:
+            outcome = self._outcomes.get(timeout=wait) if wait else self._outcomes.get_nowait()
+            while True:
+                self._record(outcome, done)
+                outcome = self._outcomes.get_nowait()
+        except queue.Empty:
+            pass
+        self._ack(done)
+
+    def _record(self, outcome: _Outcome, done: list[str]) -> None:
+        d = outcome.delivery
+        if outcome.abandoned:
+            d.remaining = -1  # never acked: stays pending for a restart or another relay
+            return
+        if outcome.error is None:
+            self.stats.delivered += 1
+        else:
+            self.pushes.dead_letter(outcome.sink, outcome.error, d.event)
+            self.stats.dead += 1
+        d.remaining -= 1
+        if d.remaining == 0:
+            done.append(d.event.id)
+            self._in_flight -= 1
+
+    def _ack(self, ids: list[str]) -> None:
+        if ids:
+            self.feed.ack(ids)
+            self.stats.acked += len(ids)
+
+    def _shutdown(self) -> None:
+        for w in self._workers:
+            w.queue.put(None)
+        for w in self._workers:
+            w.join()
+        self._settle()
+        log.info("relay stopped: %s", self.stats)
+
+
+def redrive(pushes: Pushes, sinks: list[Sink], lang: str) -> tuple[int, int]:
+    """Send dead letters again through the sink they failed on; (sent, still failing)."""
+    by_name = {s.name: s for s in sinks}
+    sent, failing = 0, 0
+    for letter in pushes.dead_letters():
+        sink = by_name.get(letter.sink)
+        if sink is None:
+            failing += 1
+            log.warning("dead letter %s: sink %s is not configured", letter.id, letter.sink)
+            continue
+        ev = letter.event
+        push = Push(ev.id, ev.kind, ev.task, render.render_push(ev.kind, ev.task, lang), ev.at)
+        try:
+            sink.send(push)
+        except SinkError as e:
+            failing += 1
+            log.warning("dead letter %s to %s failed again: %s", letter.id, sink.name, e)
+            continue
+        pushes.remove_dead([letter.id])
+        sent += 1
+    return sent, failing
