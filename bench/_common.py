@@ -101,9 +101,11 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
-def ratio_line(label: str, value: float, floor: float, target: str) -> str:
-    """``label  1.23x  (target <= 2.0: ok)``; ``target`` is ``>= x`` or ``<= x``."""
+def ratio_line(label: str, value: float, floor: float, target: str = "") -> str:
+    """``label  1.23x  (target <= 2.0: met)``; ``target`` is ``>= x``, ``<= x`` or none."""
     r = value / floor
+    if not target:
+        return f"{label:<40} {r:6.2f}x"
     op, bound = target.split()
     met = r >= float(bound) if op == ">=" else r <= float(bound)
     return f"{label:<40} {r:6.2f}x  (target {op} {bound}: {'met' if met else 'MISSED'})"

@@ -12,7 +12,16 @@ from datetime import datetime
 from pathlib import Path
 
 from . import model
-from .errors import BackendUnavailable, BadValue, PulseError
+from .errors import (
+    BackendUnavailable,
+    BadValue,
+    PulseError,
+    TaskExists,
+    TaskFinished,
+    TaskNotFound,
+    VersionMismatch,
+)
+from .journal import Journal
 from .mirror import Mirror, load_file
 from .model import Task
 from .settings import Settings
@@ -48,6 +57,7 @@ class Client:
         self._conn = conn
         self._store: Store | None = None
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
+        self.journal = Journal(self.mirror.folder)
         self.warn = warn
 
     @property
@@ -86,7 +96,12 @@ class Client:
             host=socket.gethostname(),
             agent=s.agent,
         )
-        change = self.store.create(task, _ms(now), s.retention_seconds)
+        try:
+            self._replay_journal()
+            change = self.store.create(task, _ms(now), s.retention_seconds)
+        except BackendUnavailable as e:
+            entry = {"op": "create", "task": task, "nowMs": _ms(now)}
+            change = self._offline(e, entry, Change("", "create", task))
         self._mirror(change.task)
         return TaskHandle(self, change)
 
@@ -104,16 +119,32 @@ class Client:
             self.warn(f"message cut to {model.MAX_TEXT} characters")
         progress = model.check_progress(progress)
         now = datetime.now(self.settings.tz)
-        change = self.store.update(
-            task_id,
-            op,
-            now=model.iso(now),
-            now_ms=_ms(now),
-            message=message,
-            progress=progress,
-            agent=self.settings.agent,
-            ttl=self.settings.retention_seconds,
-        )
+        at, agent = model.iso(now), self.settings.agent
+        try:
+            self._replay_journal()
+            change = self.store.update(
+                task_id,
+                op,
+                now=at,
+                now_ms=_ms(now),
+                message=message,
+                progress=progress,
+                agent=agent,
+                ttl=self.settings.retention_seconds,
+            )
+        except BackendUnavailable as e:
+            task, kind = model.apply(self._local(task_id), op, at, message, progress, agent)
+            entry = {
+                "op": op,
+                "taskId": task["taskId"],
+                "now": at,
+                "nowMs": _ms(now),
+                "message": message,
+                "progress": progress,
+                "agent": agent,
+                "version": task["version"],
+            }
+            change = self._offline(e, entry, Change("", kind, task))
         self._mirror(change.task)
         return change
 
@@ -149,6 +180,7 @@ class Client:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task:
+        self._replay_journal()
         return self.derive_stalled([self.store.get(model.check_id(task_id))])[0]
 
     def status(self, view: str = "default", *, limit: int = 50) -> list[Task]:
@@ -157,6 +189,7 @@ class Client:
             raise BadValue(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
         if limit < 0:
             raise BadValue("limit must be 0 (no limit) or more")
+        self._replay_journal()
         now_ms = int(time.time() * 1000)
         if view == "all":
             tasks = self.store.recent(limit)
@@ -190,7 +223,7 @@ class Client:
             raise BadValue("days must be 0 or more")
         now = time.time()
         cutoff_ms = int((now - days * 86400) * 1000)
-        candidates = self.store.load(self.store.updated_before(cutoff_ms))
+        candidates = self.store.load(self.store.updated_until(cutoff_ms))
         finished = [t["taskId"] for t in candidates if t["status"] != "running"]
         self.store.remove(finished)
         removed = set(finished)
@@ -201,7 +234,7 @@ class Client:
             except PulseError:
                 continue
             updated = model.parse_time(task["updatedAt"]).timestamp()
-            if (task["status"] != "running" and updated * 1000 < cutoff_ms) or (
+            if (task["status"] != "running" and updated * 1000 <= cutoff_ms) or (
                 updated < expire_before
             ):
                 path.unlink(missing_ok=True)
@@ -241,6 +274,75 @@ class Client:
             else:
                 report.unchanged += 1
         return report
+
+    # -- working without Redis -----------------------------------------------------------
+
+    def sync(self) -> int:
+        """Replay the journal of updates kept while Redis was unreachable; how many applied."""
+        applied = 0
+        with self.journal.replaying() as entries:
+            for entry in entries or []:
+                applied += self._replay(entry)
+        return applied
+
+    def _replay_journal(self) -> None:
+        if self.journal:  # one stat per call when there is nothing to replay
+            replayed = self.sync()
+            if replayed:
+                self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")
+
+    def _replay(self, e: dict) -> int:
+        try:
+            if e["op"] == "create":
+                self.store.create(e["task"], e["nowMs"], self.settings.retention_seconds)
+            else:
+                self.store.update(
+                    e["taskId"],
+                    e["op"],
+                    now=e["now"],
+                    now_ms=e["nowMs"],
+                    message=e["message"],
+                    progress=e["progress"],
+                    agent=e["agent"],
+                    ttl=self.settings.retention_seconds,
+                    version=e["version"],
+                )
+            return 1
+        except TaskExists:
+            return 0  # replayed before
+        except VersionMismatch as m:
+            if m.current >= e["version"]:
+                return 0  # applied before (or it reached Redis before the connection broke)
+            problem = str(m)
+        except (TaskFinished, TaskNotFound) as m:
+            problem = str(m)
+        self.journal.reject(e, problem)
+        self.warn(
+            f"a journaled {e['op']} could not be replayed ({problem}); kept in "
+            f"{self.journal.folder / '.journal.rejected.jsonl'}"
+        )
+        return 0
+
+    def _offline(self, error: BackendUnavailable, entry: dict, change: Change) -> Change:
+        try:
+            self.journal.append(entry)
+        except OSError as e:
+            raise BackendUnavailable(f"{error}; and the journal cannot be written: {e}") from None
+        self.warn(
+            f"{error}; the update is kept in {self.journal.path} and is replayed on the "
+            "next call that reaches Redis, or by `pulse sync`"
+        )
+        return change
+
+    def _local(self, task_id: str) -> Task:
+        """The mirror's snapshot of a task, for an update made while Redis is unreachable."""
+        task = self.mirror.read(task_id)
+        if task is None:
+            names = [p.stem for p in self.mirror if p.stem.startswith(task_id)]
+            task = self.mirror.read(model.resolve(task_id, names))
+        if task is None:
+            raise BackendUnavailable(f"Redis is unreachable and the mirror has no task {task_id}")
+        return task
 
     def _mirror(self, task: Task) -> None:
         try:

@@ -21,8 +21,20 @@ class AmbiguousId(PulseError):
     """A prefix that matches several task ids; the message names them."""
 
 
+class TaskExists(BadValue):
+    """A task with this id exists already (a journaled create replayed twice)."""
+
+
 class TaskFinished(PulseError):
     """The task is done or failed already, so it cannot be updated."""
+
+
+class VersionMismatch(PulseError):
+    """A replayed update does not follow the version Redis holds (``current``)."""
+
+    def __init__(self, message: str, current: int) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class BackendUnavailable(PulseError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import model
-from .errors import BackendError, BadValue, TaskFinished, TaskNotFound
+from .errors import BackendError, TaskExists, TaskFinished, TaskNotFound, VersionMismatch
 from .keys import STREAM_MAXLEN, Keys
 from .model import Task
 from .scripts import Script
@@ -44,8 +44,11 @@ def _fail(e: ReplyError, task_id: str) -> Exception:
         return TaskNotFound(f"no task {task_id!r}")
     if text.startswith("PULSE_FINISHED"):
         return TaskFinished(f"task {task_id} is already {text.split()[-1]}")
+    if text.startswith("PULSE_VERSION"):
+        current = int(text.split()[-1])
+        return VersionMismatch(f"task {task_id} is at version {current}", current)
     if text.startswith("PULSE_EXISTS"):
-        return BadValue(f"task {task_id} exists already")
+        return TaskExists(f"task {task_id} exists already")
     return BackendError(f"Redis refused the update of {task_id}: {text}")
 
 
@@ -89,8 +92,12 @@ class Store:
         progress: float | None = None,
         agent: str | None = None,
         ttl: int,
+        version: int | None = None,
     ) -> Change:
-        """Apply ``op`` to the task ``task_id`` names, exactly or as a unique prefix."""
+        """Apply ``op`` to the task ``task_id`` names, exactly or as a unique prefix.
+
+        With ``version`` (what the update makes), it applies only to the version before it.
+        """
         args = [
             op,
             now,
@@ -102,6 +109,7 @@ class Store:
             ttl,
             self.stream_maxlen,
             self.keys.channel,
+            "" if version is None else version,
         ]
         try:
             return self._update(task_id, args)
@@ -196,18 +204,24 @@ class Store:
         return self.load(ids)
 
     def running(self) -> list[Task]:
-        """Running tasks, newest first."""
-        tasks = self.load(self._call("ZRANGE", self.keys.running, 0, -1))
-        tasks.sort(key=lambda t: model.parse_time(t["updatedAt"]), reverse=True)
-        return tasks
+        """Running tasks, newest first: by the hash's ``updated`` ms, as the other views are
+        (``updatedAt`` has whole seconds, so it would leave tasks of one second unordered)."""
+        ids = self._call("ZRANGE", self.keys.running, 0, -1)
+        if not ids:
+            return []
+        got = self._pipeline([("HMGET", self.keys.task(t), "snap", "updated") for t in ids])
+        self._prune([t for t, (snap, _) in zip(ids, got, strict=True) if snap is None])
+        live = [(float(ms or 0), _task(snap)) for snap, ms in got if snap is not None]
+        live.sort(key=lambda pair: pair[0], reverse=True)
+        return [task for _, task in live]
 
     def due(self, now_ms: int, limit: int = 100) -> list[str]:
         """Ids of running tasks quiet past their stall time, or not looked at since:
         O(log n) in the running index, never a scan of all tasks."""
         return self._call("ZRANGEBYSCORE", self.keys.running, "-inf", now_ms, "LIMIT", 0, limit)
 
-    def updated_before(self, before_ms: int) -> list[str]:
-        return self._call("ZRANGEBYSCORE", self.keys.updated, "-inf", f"({before_ms}")
+    def updated_until(self, until_ms: int) -> list[str]:
+        return self._call("ZRANGEBYSCORE", self.keys.updated, "-inf", until_ms)
 
     def load(self, task_ids: list[str]) -> list[Task]:
         """Snapshots of these tasks in one pipeline; index entries of expired ones are pruned."""

@@ -195,7 +195,6 @@ def store(conn: object) -> object:
     return Store(conn, "t")
 
 
-
 def _run_pulse(env: dict[str, str], *args: str, **kwargs: object) -> subprocess.CompletedProcess:
     """``pulse ARGS...`` as an agent runs it: a fresh process, text stdout and stderr captured.
     ``kwargs`` go to subprocess.run (e.g. ``cwd``)."""

@@ -142,6 +142,14 @@ def recover(g: Globals, folder: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@_json
+@click.pass_obj
+def sync(g: Globals, as_json: bool) -> None:
+    """Replay updates kept in the local journal while Redis was unreachable."""
+    commands.sync(g, as_json)
+
+
+@cli.command()
 @click.argument("action", type=click.Choice(["status", "start", "stop"]), default="status")
 @_json
 @click.pass_obj

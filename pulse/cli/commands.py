@@ -137,6 +137,18 @@ def recover(g: Globals, folder: str | None, as_json: bool) -> None:
         )
 
 
+def sync(g: Globals, as_json: bool) -> None:
+    client = g.client()
+    client.warn = lambda message: None  # the count below says it
+    replayed = client.sync()
+    if as_json:
+        out_json({"replayed": replayed})
+    elif client.settings.lang == "zh":
+        out(f"已补发{replayed}条离线记录的更新")
+    else:
+        out(f"replayed {replayed} journaled update{'s' if replayed != 1 else ''}")
+
+
 def server(g: Globals, action: str, as_json: bool) -> None:
     from ..embedded import EmbeddedServer
 

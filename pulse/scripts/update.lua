@@ -16,8 +16,11 @@
 -- ARGV[8]  retention TTL, seconds
 -- ARGV[9]  stream MAXLEN (approximate)
 -- ARGV[10] pub/sub channel
+-- ARGV[11] the version this update makes, or '' (a journaled update replayed: applied only
+--          on the version before it, so a replay is idempotent)
 -- Returns {stream id, event kind, snapshot JSON}.
--- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>; both change nothing.
+-- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>, PULSE_VERSION <current>
+-- (a replay that does not fit); all change nothing.
 -- A task the relay marked stalled (hash field `stalled`, see stall.lua) resumes: a heartbeat
 -- is emitted as `resume`; any other update emits `resume` and then its own event.
 local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled')
@@ -26,6 +29,9 @@ if not raw then
   return redis.error_reply('PULSE_NOTFOUND')
 end
 local t = cjson.decode(raw)
+if ARGV[11] and ARGV[11] ~= '' and t.version + 1 ~= tonumber(ARGV[11]) then
+  return redis.error_reply('PULSE_VERSION ' .. t.version)
+end
 if t.status ~= 'running' then
   return redis.error_reply('PULSE_FINISHED ' .. t.status)
 end
