@@ -139,6 +139,9 @@ def main() -> None:
 
         print(f"# pulse: {cmd[0]}; seed: {seed[1]}; interpreter: {PY}")
         print(f"# {calls} calls of each kind, interleaved, after 3 warm-up calls each")
+        if any(name.startswith("__editable__") for name in sys.modules):
+            print("# note: editable install: `site` imports its finder (pathlib, re, ...) at")
+            print("#   every start, for the seed too; a regular install may show a higher ratio")
         where = base.get("PYTHONPYCACHEPREFIX", "")
         print(f"# bytecode: {'cached in ' + where if where else 'as this environment has it'}")
         for name in kinds:

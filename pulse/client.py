@@ -336,17 +336,23 @@ class Client:
 
     def _local(self, task_id: str) -> Task:
         """The mirror's snapshot of a task, for an update made while Redis is unreachable."""
-        task = self.mirror.read(task_id)
-        if task is None:
-            names = [p.stem for p in self.mirror if p.stem.startswith(task_id)]
-            task = self.mirror.read(model.resolve(task_id, names))
+        try:
+            task = self.mirror.read(task_id)
+            if task is None:
+                names = [p.stem for p in self.mirror if p.stem.startswith(task_id)]
+                # none: Redis may know it, so it is not "no task" (exit 1) but unreachable
+                task = self.mirror.read(model.resolve(task_id, names)) if names else None
+        except OSError as e:
+            raise BackendUnavailable(f"Redis is unreachable, the mirror unreadable: {e}") from None
         if task is None:
             raise BackendUnavailable(f"Redis is unreachable and the mirror has no task {task_id}")
         return task
 
     def _mirror(self, task: Task) -> None:
         try:
-            self.mirror.write(task)
+            # If newer only: agents updating one task at once finish in any order, and the
+            # last file written must not be an older version (recover would restore that).
+            self.mirror.write_if_newer(task)
         except OSError as e:
             # Redis has the update; say the mirror missed it rather than fail the agent's step.
             self.warn(f"mirror not written: {e}")

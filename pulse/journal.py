@@ -41,8 +41,10 @@ class Journal:
     def replaying(self) -> Iterator[list[dict[str, Any]] | None]:
         """The entries in order, under the lock (one process replays at a time, and nobody
         appends meanwhile); the journal is removed when the block ends without an error.
-        None if another process holds the lock."""
-        with self._locked(wait=False) as locked:
+
+        Waits while another process replays: a call that went on to Redis meanwhile would
+        overtake the journaled updates of its own task (tests/test_faults.py)."""
+        with self._locked(wait=True) as locked:
             if not locked:
                 yield None
                 return

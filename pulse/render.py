@@ -162,7 +162,7 @@ def render_cli(kind: str, task: dict, lang: str = "en") -> str:
     if kind == "next":
         running = _running(task)
         return f"[{d}/{t}] {progress_bar(d, t)} → {_text(running.get('name')) if running else '—'}"
-    if kind == "heartbeat":
+    if kind in ("heartbeat", "resume"):  # a heartbeat of a stalled task is emitted as resume
         return _step_line("💓", task, current_step(task), d, t)
     if kind == "error":
         error = _text(task.get("error"))

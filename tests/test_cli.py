@@ -256,9 +256,10 @@ def test_status_of_one_task_and_with_no_tasks(pulse):
 
 
 def test_a_quiet_task_shows_as_stalled(pulse):
-    slow = pulse("create", "slow", "fetch", "parse", "--stall", "1").strip()
+    # 2 s, not 1: updatedAt has whole seconds, so a task can look up to 1 s quieter than it is
+    slow = pulse("create", "slow", "fetch", "parse", "--stall", "2").strip()
     busy = create(pulse, "busy", "work")
-    time.sleep(1.5)
+    time.sleep(2.5)
 
     status = pulse("status")
     assert f"⚠️ slow [0/2] ░░░░░░░░░░ ({slow})" in status.splitlines()
@@ -371,7 +372,7 @@ def test_mirror_file_equals_the_snapshot_after_every_update(pulse, mirror):
             event = json.loads(pulse(*args, "--json"))
         assert json.loads(path.read_text(encoding="utf-8")) == event["task"]
         assert snapshot(pulse, task_id) == event["task"]
-    assert sorted(p.name for p in mirror.iterdir()) == [f"{task_id}.json"]
+    assert sorted(p.name for p in mirror.glob("*.json")) == [f"{task_id}.json"]
 
 
 def test_cleanup_removes_finished_tasks_and_keeps_running_ones(pulse, mirror, redis_client):
@@ -385,7 +386,7 @@ def test_cleanup_removes_finished_tasks_and_keeps_running_ones(pulse, mirror, re
     assert pulse("cleanup") == "removed 0 finished tasks\n"  # within the 7 days kept
     assert pulse("cleanup", "--days", "0") == "removed 2 finished tasks\n"
 
-    assert sorted(p.name for p in mirror.iterdir()) == [f"{running}.json"]
+    assert sorted(p.name for p in mirror.glob("*.json")) == [f"{running}.json"]
     assert redis_client.keys("pulse:{test}:task:*") == [f"pulse:{{test}}:task:{running}"]
     assert re.findall(r"\((\S+)\)$", pulse("status", "--all"), re.M) == [running]
     assert snapshot(pulse, running)["version"] == 2

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pulse import render
+from pulse.errors import BackendUnavailable
 from pulse.events import Event, Feed, Pushes
 from pulse.settings import Settings
 from pulse.transport import Connection
@@ -170,9 +171,25 @@ class Relay:
         self.stopping.set()
 
     def run(self) -> Stats:
-        c = self.config
         for w in self._workers:
             w.start()
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                self._loop()
+            except BackendUnavailable as e:
+                # Redis restarting or unreachable: pending entries stay in the group, so
+                # waiting and reading on loses nothing.
+                log.warning("%s; retrying in %.1fs", e, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                break
+        self._shutdown()
+        return self.stats
+
+    def _loop(self) -> None:
+        c = self.config
         self.feed.ensure_group()
         # Entries this consumer was given before a restart come first.
         self._take(self.feed.read(c.batch, own=True))
@@ -193,8 +210,6 @@ class Relay:
             wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
             block = int(min(1.0, max(0.001, wake - time.time())) * 1000)
             self._take(self.feed.read(c.batch, block))
-        self._shutdown()
-        return self.stats
 
     # -- deciding ------------------------------------------------------------------------
 

@@ -1,0 +1,397 @@
+"""Faults the record must survive: Redis losing everything, dying or stopping under load, its
+script cache flushed, writers killed mid-write, and hostile ids and names.
+
+Every test runs a redis-server of its own (tests/redis_proc.py) that it stops, kills and starts,
+and drives the real CLI in subprocesses, as agents do. Nothing here asserts on timing: waits
+poll for a state and give up after a generous deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from tests.redis_proc import RedisProc, redis_proc
+
+NS = "test"
+EVENTS = f"pulse:{{{NS}}}:events"
+KEY_PREFIX = f"pulse:{{{NS}}}:"
+
+
+@pytest.fixture
+def server() -> RedisProc:
+    with redis_proc() as s:
+        yield s
+
+
+@pytest.fixture
+def durable() -> RedisProc:
+    """A server with an AOF fsynced on every write: a stop and start keeps everything."""
+    with redis_proc(persist=True) as s:
+        yield s
+
+
+@pytest.fixture
+def env(pulse_env, server) -> dict[str, str]:
+    return {**pulse_env, "PULSE_REDIS_URL": server.url}
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``pulse ARGS`` in a fresh process; a hang fails the test instead of blocking it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pulse", *args], env=env, capture_output=True, text=True, timeout=20
+    )
+
+
+def ok(env: dict[str, str], *args: str) -> str:
+    """Run the CLI and insist it succeeded without a word on stderr; its stdout."""
+    done = run(env, *args)
+    assert done.returncode == 0 and done.stderr == "", (args, done.returncode, done.stderr)
+    return done.stdout
+
+
+def ok_json(env: dict[str, str], *args: str) -> dict:
+    return json.loads(ok(env, *args, "--json"))
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 60.0, why: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {why or what}")
+        time.sleep(0.05)
+
+
+def mirror_of(env: dict[str, str]) -> Path:
+    return Path(env["PULSE_DIR"]) / NS
+
+
+# -- 1. FLUSHALL, then recover ---------------------------------------------------------------
+
+
+def test_recover_after_flushall_brings_back_every_snapshot_and_index(env, server):
+    r = server.client()
+    tasks = []
+    first = ok(env, "create", "deploy", "build", "test", "ship").strip()
+    ok(env, "next", first, "built")
+    ok(env, "heartbeat", first, "--progress", "40", "testing")
+    done = ok(env, "create", "backup", "dump").strip()
+    ok(env, "done", done, "42 GB")
+    failed = ok(env, "create", "migrate", "lock", "copy").strip()
+    ok(env, "error", failed, "disk full")
+    tasks += [first, done, failed]
+    # a running task whose last word is an hour old: stalled, and due for the relay's alert
+    quiet = "quiet-20200101-000000-abcd"
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    (mirror_of(env) / f"{quiet}.json").write_text(json.dumps(old_task(quiet, hour_ago)))
+    # one whose retention ran out while Redis was down: it must stay gone
+    gone = "gone-20200101-000000-abcd"
+    old = datetime.now(timezone.utc) - timedelta(days=8)
+    (mirror_of(env) / f"{gone}.json").write_text(json.dumps(old_task(gone, old)))
+    assert ok_json(env, "recover") == {"restored": 1, "unchanged": 3, "expired": 1, "refused": []}
+    tasks.append(quiet)
+
+    before = {t: ok_json(env, "status", t) for t in tasks}
+    expiry = {t: time.time() * 1000 + r.pttl(KEY_PREFIX + "task:" + t) for t in tasks}
+    listing = ok_json(env, "status", "--all")
+    assert before[quiet]["stalled"] is True
+
+    r.flushall()
+    assert r.xlen(EVENTS) == 0
+    report = ok_json(env, "recover")
+
+    assert report == {"restored": 4, "unchanged": 0, "expired": 1, "refused": []}
+    assert {t: ok_json(env, "status", t) for t in tasks} == before
+    assert r.exists(KEY_PREFIX + "task:" + gone) == 0
+    for t in tasks:  # the same absolute expiry (updatedAt has whole seconds)
+        now_ms = time.time() * 1000
+        assert abs(now_ms + r.pttl(KEY_PREFIX + "task:" + t) - expiry[t]) < 2000
+    assert r.xlen(EVENTS) == 0  # history is not pushed again
+    again = ok_json(env, "recover")
+    assert again == {"restored": 0, "unchanged": 4, "expired": 1, "refused": []}
+    assert r.xlen(EVENTS) == 0
+
+    # status, the stalled view and the running index work at once
+    after = ok_json(env, "status", "--all")["tasks"]
+    # the same tasks; newest first, though only to the second (the mirror has no milliseconds)
+    assert sorted(after, key=by_id) == sorted(listing["tasks"], key=by_id)
+    stamps = [t["updatedAt"] for t in after]
+    assert stamps == sorted(stamps, reverse=True)
+    assert [t["taskId"] for t in ok_json(env, "status", "--stalled")["tasks"]] == [quiet]
+    running = {t["taskId"] for t in ok_json(env, "status", "--running")["tasks"]}
+    assert running == {first, quiet}
+    due = r.zrangebyscore(KEY_PREFIX + "running", "-inf", time.time() * 1000)
+    assert due == [quiet]
+    assert "→ ship" in ok(env, "next", first[:-2], "tested")  # the id index: prefixes resolve
+    assert r.xlen(EVENTS) == 1
+
+    from pulse.events import Pushes
+    from pulse.transport import connect
+
+    stall = Pushes(connect(server.url), NS, ttl=3600).mark_stalled(time.time(), timezone.utc)
+    assert [(e.kind, e.task["taskId"]) for e in stall] == [("stall", quiet)]
+
+
+def by_id(task: dict) -> str:
+    return task["taskId"]
+
+
+def old_task(task_id: str, when: datetime) -> dict:
+    at = when.isoformat(timespec="seconds")
+    return {
+        "taskId": task_id,
+        "taskName": task_id.split("-")[0],
+        "status": "running",
+        "startedAt": at,
+        "updatedAt": at,
+        "steps": [{"name": "wait", "status": "running", "startedAt": at}],
+        "version": 3,
+        "namespace": NS,
+        "stallSeconds": 60,
+    }
+
+
+# -- agents that keep calling the CLI while Redis comes and goes -----------------------------
+
+# One agent: task after task of STEPS steps, a heartbeat and a `next` per step, until the stop
+# file appears (it finishes the task in hand first). A call that fails (exit != 0: nothing was
+# acknowledged) is made again, as an agent would. Every call is one JSON line in the log.
+AGENT = r"""
+import json, subprocess, sys, time
+from pathlib import Path
+
+log_path, stop, name, steps = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+log = open(log_path, "a", buffering=1)
+
+
+def pulse(*args):
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-m", "pulse", *args, "--json"],
+            capture_output=True, text=True, timeout=30,
+        )
+        task = json.loads(done.stdout)["task"] if done.returncode == 0 else None
+        log.write(json.dumps(
+            {"args": args, "rc": done.returncode, "stderr": done.stderr, "task": task}
+        ) + "\n")
+        if task is not None:
+            return task
+        time.sleep(0.05)
+
+
+n = 0
+while not stop.exists():
+    n += 1
+    task_id = pulse("create", f"{name}-{n}", *[f"s{j}" for j in range(steps)])["taskId"]
+    for j in range(steps):
+        pulse("heartbeat", task_id, "--progress", str(10 * j), f"{name}-{n} beat {j}")
+        pulse("next", task_id, f"{task_id} step {j} done")
+"""
+
+KEPT = "the update is kept in"  # what the one warning line says of a journaled update
+
+
+class Agents:
+    """Agent processes, each logging its calls; the test reads the logs to know what was
+    acknowledged (exit 0) and what was journaled while Redis was away."""
+
+    def __init__(self, env: dict[str, str], folder: Path, count: int, steps: int = 4) -> None:
+        self.folder = folder
+        self.stop_file = folder / "stop"
+        script = folder / "agent.py"
+        script.write_text(AGENT)
+        self.logs = [folder / f"agent{i}.jsonl" for i in range(count)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(log), str(self.stop_file), f"a{i}", str(steps)],
+                env=env,
+            )
+            for i, log in enumerate(self.logs)
+        ]
+
+    def calls(self, i: int) -> list[dict]:
+        lines = self.logs[i].read_text().splitlines() if self.logs[i].exists() else []
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def all_calls(self) -> list[dict]:
+        return [c for i in range(len(self.logs)) for c in self.calls(i)]
+
+    def acked(self, i: int) -> int:
+        return sum(c["rc"] == 0 for c in self.calls(i))
+
+    def journaled(self, i: int) -> int:
+        return sum(c["rc"] == 0 and KEPT in c["stderr"] for c in self.calls(i))
+
+    def each_makes(self, count: int, more: Callable[[int], int], why: str) -> None:
+        """Wait until every agent has made ``count`` more of what ``more`` counts."""
+        start = [more(i) for i in range(len(self.logs))]
+        wait_for(
+            lambda: all(more(i) >= start[i] + count for i in range(len(self.logs))), why=why
+        )
+
+    def finish(self) -> None:
+        self.stop_file.touch()
+        for p in self.procs:
+            assert p.wait(timeout=120) == 0
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def last_acked(self) -> dict[str, dict]:
+        """Each task's snapshot as the last acknowledged call returned it."""
+        last: dict[str, dict] = {}
+        for call in self.all_calls():
+            if call["rc"] == 0:
+                last[call["task"]["taskId"]] = call["task"]
+        return last
+
+
+@pytest.fixture
+def agents(tmp_path):
+    made = []
+
+    def start(env: dict[str, str], count: int) -> Agents:
+        folder = tmp_path / f"agents{len(made)}"
+        folder.mkdir()
+        made.append(Agents(env, folder, count))
+        return made[-1]
+
+    yield start
+    for a in made:
+        a.kill()
+
+
+def check_journaled_calls(agents: Agents) -> None:
+    """Updates made while Redis was away: acknowledged with one warning line each."""
+    journaled = [c for c in agents.all_calls() if KEPT in c["stderr"]]
+    assert journaled
+    for call in journaled:
+        assert call["rc"] == 0
+        assert call["stderr"].count("\n") == 1 and call["stderr"].startswith("pulse: warning: ")
+
+
+def test_redis_killed_and_restarted_empty_under_load_loses_nothing_acknowledged(
+    server, env, agents
+):
+    r = server.client()
+    crew = agents(env, 4)
+    crew.each_makes(3, crew.acked, "calls before the crash")
+
+    server.kill()
+    crew.each_makes(3, crew.journaled, "updates journaled while Redis is down")
+    server.start()  # without persistence: empty
+    assert r.dbsize() == 0
+    report = ok_json(env, "recover", "--from", str(mirror_of(env)))
+    assert report["restored"] > 0 and report["refused"] == []
+    run(env, "sync")
+    crew.each_makes(3, crew.acked, "calls after the recovery")
+    crew.finish()
+    ok(env, "sync")
+
+    check_journaled_calls(crew)
+    last = crew.last_acked()
+    assert len(last) >= 4
+    for task_id, acked in last.items():
+        key = KEY_PREFIX + "task:" + task_id
+        in_redis = json.loads(r.hget(key, "snap"))
+        in_mirror = json.loads((mirror_of(env) / f"{task_id}.json").read_text())
+        assert in_redis == in_mirror == acked, task_id
+        assert int(r.hget(key, "version")) == acked["version"]
+        assert acked["status"] == "done"
+    # every `next` acknowledged left its message on its step
+    for call in crew.all_calls():
+        if call["rc"] == 0 and call["args"][0] == "next":
+            task_id, message = call["args"][1], call["args"][2]
+            step = int(message.rsplit(" ", 2)[-2])
+            assert last[task_id]["steps"][step]["message"] == message
+    assert not (mirror_of(env) / ".journal.jsonl").exists()
+
+
+def test_redis_stopped_while_agents_keep_calling_every_update_arrives_in_order(
+    durable, pulse_env, agents
+):
+    env = {**pulse_env, "PULSE_REDIS_URL": durable.url}
+    r = durable.client()
+    crew = agents(env, 3)
+    crew.each_makes(3, crew.acked, "calls before the stop")
+
+    durable.stop()
+    crew.each_makes(3, crew.journaled, "updates journaled while Redis is stopped")
+    durable.start()  # with everything it had: the AOF
+    crew.each_makes(3, crew.acked, "calls after the start")
+    crew.finish()
+
+    check_journaled_calls(crew)
+    assert not (mirror_of(env) / ".journal.jsonl").exists()
+    assert ok_json(env, "sync") == {"replayed": 0}
+    assert not (mirror_of(env) / ".journal.rejected.jsonl").exists()
+
+    # the stream holds every acknowledged update, each task's in the order it was made
+    versions: dict[str, list[int]] = defaultdict(list)
+    events: dict[tuple[str, int], dict] = {}
+    for _, fields in r.xrange(EVENTS):
+        task = json.loads(fields["task"])
+        versions[task["taskId"]].append(task["version"])
+        events[task["taskId"], task["version"]] = task
+    last = crew.last_acked()
+    assert set(versions) == set(last)
+    for task_id, acked in last.items():
+        assert versions[task_id] == list(range(1, acked["version"] + 1)), task_id
+        assert events[task_id, acked["version"]] == acked
+    for call in crew.all_calls():
+        if call["rc"] == 0:
+            task = call["task"]
+            assert events[task["taskId"], task["version"]] == task
+
+
+def test_no_journal_no_redis_exits_3_with_one_line(pulse_env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {**pulse_env, "PULSE_REDIS_URL": f"unix://{tmp_path}/nobody.sock"}
+    env["PULSE_DIR"] = str(blocker / "mirror")
+    for args in (("create", "t", "a"), ("next", "t-20260101-000000-abcd", "x")):
+        done = run(env, *args)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == ""
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("pulse: error: ")
+        assert "cannot reach Redis" in done.stderr or "unreachable" in done.stderr
+
+
+def silent_server() -> socket.socket:
+    """A TCP port that accepts connections (the kernel's backlog) and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+def test_connection_attempts_are_bounded(pulse_env, free_port):
+    hang = silent_server()
+    try:
+        for url in (f"redis://127.0.0.1:{free_port}", f"redis://127.0.0.1:{hang.getsockname()[1]}"):
+            env = {**pulse_env, "PULSE_REDIS_URL": url}
+            created = run(env, "create", "offline", "a", "b")
+            assert created.returncode == 0 and KEPT in created.stderr  # journaled, no hang
+            task_id = created.stdout.strip()
+            moved = run(env, "next", task_id, "done offline")
+            assert moved.returncode == 0 and KEPT in moved.stderr
+            looked = run(env, "status")
+            assert looked.returncode == 3 and looked.stderr.count("\n") == 1
+            Path(env["PULSE_DIR"], NS, ".journal.jsonl").unlink()
+    finally:
+        hang.close()
