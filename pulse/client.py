@@ -180,8 +180,9 @@ class Client:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task:
+        model.check_id(task_id)  # refused before the journal is replayed: before any change
         self._replay_journal()
-        return self.derive_stalled([self.store.get(model.check_id(task_id))])[0]
+        return self.derive_stalled([self.store.get(task_id)])[0]
 
     def status(self, view: str = "default", *, limit: int = 50) -> list[Task]:
         """Tasks newest first: running and recently finished, or running, stalled, or all."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, TypedDict
 
 from .errors import AmbiguousId, BadValue, TaskFinished, TaskNotFound
+from .render import clean
 
 Op = Literal["next", "heartbeat", "done", "error"]
 OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error")
@@ -26,8 +27,7 @@ MAX_ID = 120
 ID_NAME_CHARS = 60
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
-_ID_RE = re.compile(r"^\w[\w.-]*$")
+_ID_RE = re.compile(r"^\w[\w.-]*\Z")  # \Z: "$" would let a trailing newline in
 _UNSAFE = re.compile(r"[^\w.-]+")
 
 
@@ -125,13 +125,14 @@ def check_steps(steps: list[str]) -> list[str]:
 
 
 def check_text(text: str | None) -> tuple[str | None, bool]:
-    """Message or result with stray control characters dropped, cut past MAX_TEXT with a mark.
+    """Message or result with terminal escape sequences and control characters (but newline
+    and tab) dropped, cut past MAX_TEXT with a mark.
 
     Returns the text and whether it was cut, so the caller can say so.
     """
     if text is None:
         return None, False
-    text = _TEXT_CONTROL.sub("", text)
+    text = clean(text)
     if len(text) <= MAX_TEXT:
         return text, False
     cut = len(text) - MAX_TEXT

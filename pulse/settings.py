@@ -13,7 +13,7 @@ from pathlib import Path
 from . import keys
 from .errors import BadValue
 
-_NAMESPACE_RE = re.compile(r"^[\w.-]{1,64}$")
+_NAMESPACE_RE = re.compile(r"^[\w.-]{1,64}\Z")  # \Z: "$" would let a trailing newline in
 
 
 def user_data_dir() -> Path:

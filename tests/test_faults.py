@@ -22,7 +22,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
+
 from tests.redis_proc import RedisProc, redis_proc
 
 NS = "test"
@@ -395,3 +398,208 @@ def test_connection_attempts_are_bounded(pulse_env, free_port):
             Path(env["PULSE_DIR"], NS, ".journal.jsonl").unlink()
     finally:
         hang.close()
+
+
+# -- 4. writers killed mid-write --------------------------------------------------------------
+
+
+def big_task(task_id: str, n: int) -> dict:
+    """A snapshot of 20-600 KB whose end says how long it is: a cut file cannot pass."""
+    body = f"{n}:" + "x" * random.randrange(20_000, 600_000)
+    return {"taskId": task_id, "result": body, "size": len(body), "version": n}
+
+
+def test_kill_9_during_mirror_writes_never_leaves_a_torn_file(tmp_path):
+    from pulse.mirror import Mirror
+
+    mirror = Mirror(tmp_path, NS)
+    ids = [f"t{i}-20260101-000000-abcd" for i in range(5)]
+    kills, writers = 0, set()
+
+    def writer(seed: int) -> int:
+        pid = os.fork()
+        if pid == 0:  # the child writes until it is killed
+            try:
+                random.seed(seed)
+                for n in range(1, 10**9):
+                    task = big_task(random.choice(ids), n)
+                    if n % 2:
+                        mirror.write(task)
+                    else:
+                        mirror.write_if_newer(task)
+            finally:
+                os._exit(0)
+        return pid
+
+    for seed in range(4):
+        writers.add(writer(seed))
+    seed = 4
+    while kills < 1000:
+        time.sleep(random.uniform(0, 0.004))
+        victim = random.choice(sorted(writers))
+        os.kill(victim, signal.SIGKILL)
+        os.waitpid(victim, 0)
+        writers.remove(victim)
+        kills += 1
+        seed += 1
+        writers.add(writer(seed))
+    for pid in writers:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+    names = {p.name for p in mirror.folder.iterdir()}
+    done = sorted(p for p in mirror.folder.glob("*.json"))
+    assert {p.name for p in done} == {f"{i}.json" for i in ids}
+    for path in done:
+        task = json.loads(path.read_text())
+        assert task["taskId"] == path.stem and len(task["result"]) == task["size"]
+    temp = re.compile(r"\.(.+)\.json\.\d+\.[0-9a-f]{6}\.tmp")
+    leftovers = names - {p.name for p in done} - {".lock"}
+    assert all(temp.fullmatch(name) for name in leftovers), leftovers
+    assert leftovers  # some kills did land mid-write (about a quarter of them, typically)
+
+
+# -- 5. script cache flushed, Redis restarted between calls ----------------------------------
+
+
+def test_script_flush_and_restarts_between_calls_fail_no_call(durable, pulse_env):
+    env = {**pulse_env, "PULSE_REDIS_URL": durable.url}
+    r = durable.client()
+    task_id = ok(env, "create", "deploy", "a", "b", "c").strip()
+    for args in [
+        ("heartbeat", task_id, "--progress", "10", "going"),
+        ("next", task_id, "a done"),
+        ("status", task_id),
+        ("next", task_id, "b done"),
+        ("done", task_id, "shipped"),
+        ("create", "second", "only"),
+    ]:
+        r.script_flush()
+        ok(env, *args)
+    for args in [("create", "third", "x", "y"), ("status",), ("recover",), ("sync",)]:
+        durable.restart()  # an empty script cache again, and every connection dropped
+        ok(env, *args)
+
+    # a long-lived client (the Python API, the relay) keeps its connection across both
+    from pulse.client import Client
+    from pulse.settings import Settings
+
+    warnings: list[str] = []
+    with Client(Settings.from_env(env), warn=warnings.append) as client:
+        handle = client.create("api", ["one", "two", "three"])
+        r.script_flush()
+        handle.next("one done")
+        durable.restart()
+        handle.heartbeat("still here", progress=50)
+        durable.restart()
+        handle.next("two done")
+        r.script_flush()
+        handle.done("all done")
+        assert client.get(handle.id)["version"] == 5
+    assert warnings == []
+    assert ok_json(env, "status", task_id)["result"] == "shipped"
+    assert not (mirror_of(env) / ".journal.jsonl").exists()
+
+
+# -- 6. fuzzed ids, names and namespaces ------------------------------------------------------
+
+HOSTILE = [
+    "..", "../x", "a/../../etc", "/etc/passwd", "x\\y", "x\n", "\nx", "x\r", "x\x1b[31m",
+    "x\x7f", "x\u0085", ".hidden", "~root", "$HOME", "*", "-rf", "--json", "a b", "é-中文_٣",
+    "x" * 130, "pulse:{other}:task:x", "}:x", "{other}", "a..b", "C:\\x", "x\u2028y",
+]
+# argv cannot carry NUL or lone surrogates; the in-process property below covers NUL
+argv_text = st.one_of(
+    st.sampled_from(HOSTILE),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+)
+
+
+def refused_cleanly(done: subprocess.CompletedProcess, codes: tuple[int, ...] = (1, 2)) -> bool:
+    """Exit 1 or 2 (3: Redis unreachable) and one line saying why. A call with a well-formed id
+    replays a pending journal before it finds no such task: the replay's warning comes first."""
+    lines = done.stderr.splitlines()
+    while len(lines) > 1 and lines[0].startswith("pulse: warning: replayed "):
+        lines.pop(0)
+    return (
+        done.returncode in codes
+        and done.stderr.endswith("\n")
+        and len(lines) == 1
+        and lines[0].startswith("pulse: ")
+        and "Traceback" not in done.stderr
+    )
+
+
+def well_formed(task_id: str) -> bool:
+    from pulse.errors import BadValue
+    from pulse.model import check_id
+
+    try:
+        return bool(check_id(task_id))
+    except BadValue:
+        return False
+
+
+@given(st.text(max_size=20) | st.sampled_from(HOSTILE + ["a\x00b", "\x00"]))
+@settings(max_examples=2000, deadline=None)
+def test_an_accepted_id_or_namespace_is_a_plain_name(value):
+    """What check_id or check_namespace lets through becomes a key and a file name as is."""
+    from pulse.errors import BadValue
+    from pulse.keys import Keys
+    from pulse.mirror import Mirror
+    from pulse.model import check_id
+    from pulse.settings import check_namespace
+
+    for check in (check_id, check_namespace):
+        try:
+            check(value)
+        except BadValue:
+            continue
+        assert value not in ("", ".", "..")
+        assert ".." not in value or check is check_namespace
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f/\\:{}*\s]", value), repr(value)
+    try:
+        path = Mirror(Path("/m"), "ns").path(value)
+    except BadValue:
+        return
+    assert path.parent == Path("/m/ns") and Keys("ns").task(value).startswith("pulse:{ns}:task:")
+
+
+def test_fuzzed_ids_names_and_namespaces_stay_inside_the_folder_and_the_namespace(
+    env, server, tmp_path
+):
+    r = server.client()
+    root = Path(env["PULSE_DIR"])
+    offline = {**env, "PULSE_REDIS_URL": f"unix://{tmp_path}/nobody.sock"}
+    valid_ns = {NS}
+
+    @given(name=argv_text, task_id=argv_text, namespace=argv_text, up=st.booleans())
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    def calls(name: str, task_id: str, namespace: str, up: bool) -> None:
+        base = env if up else offline
+        for ns in (NS, namespace):
+            e = {**base, "PULSE_NAMESPACE": ns}
+            created = run(e, "create", name, "step")
+            if created.returncode == 0:
+                valid_ns.add(ns)
+                assert created.stdout.count("\n") == 1
+            else:
+                assert refused_cleanly(created), created
+            for args in (("next", task_id, name), ("status", task_id), ("done", task_id)):
+                done = run(e, *args)
+                if not well_formed(task_id):
+                    assert refused_cleanly(done) and "replayed" not in done.stderr, done
+                else:  # offline, an id the mirror does not know: Redis unreachable (3)
+                    assert done.returncode == 0 or refused_cleanly(done, (1, 2, 3)), (args, done)
+
+    calls()
+    prefixes = tuple(f"pulse:{{{ns}}}:" for ns in valid_ns)
+    assert all(key.startswith(prefixes) for key in r.keys("*")), r.keys("*")
+    folders = [root / ns for ns in valid_ns]
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_relative_to(tmp_path / "data"):
+            assert path.parent in folders, path

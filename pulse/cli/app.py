@@ -115,6 +115,16 @@ def status(g: Globals, task_id: str | None, view: str | None, limit: int, as_jso
 
 
 @cli.command()
+@click.argument("task_id", metavar="[ID]", required=False)
+@click.pass_obj
+def watch(g: Globals, task_id: str | None) -> None:
+    """Live view of the namespace's tasks (or one task); Ctrl-C ends it."""
+    from .watch import watch as run_watch
+
+    run_watch(g, task_id)
+
+
+@cli.command()
 @click.option(
     "--days",
     type=float,

@@ -20,27 +20,30 @@ _LOGGERS = ("apprise", "urllib3.connectionpool")
 class _Scrubber(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        # longest first, so a secret containing another is replaced whole; a tuple swapped in
+        # whole, so a record logged by another thread never sees it half updated
+        self.secrets: tuple[str, ...] = ()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = scrub(message, tuple(sorted(self.secrets, key=len, reverse=True)))
+        cleaned = scrub(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
 
 
 _SCRUBBER = _Scrubber()
+_GUARD_LOCK = threading.Lock()
 
 
 def _guard(url: str) -> None:
     """Register the parts of ``url`` that redact() hides, and scrub them from Apprise's logs."""
     shown = redact(url)
-    _SCRUBBER.secrets.update(
-        part
-        for part in re.split(r"[/:@?&=#]+", url.partition("://")[2])
-        if len(part) >= 3 and part not in shown
-    )
+    parts = re.split(r"[/:@?&=#]+", url.partition("://")[2])
+    hidden = {part for part in parts if len(part) >= 3 and part not in shown}
+    with _GUARD_LOCK:
+        merged = hidden.union(_SCRUBBER.secrets)
+        _SCRUBBER.secrets = tuple(sorted(merged, key=len, reverse=True))
     for name in _LOGGERS:
         if _SCRUBBER not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(_SCRUBBER)

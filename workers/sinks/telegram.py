@@ -93,10 +93,9 @@ class TelegramSink(InPlaceSink):
         return True
 
     def _call(self, method: str, text: str, **extra: Any) -> dict:
-        payload = {"chat_id": _int(self.chat_id), "text": text, "parse_mode": "HTML"}
-        if method == "sendMessage":
-            payload["disable_web_page_preview"] = True
-        payload.update(extra)
+        payload = {"chat_id": _int(self.chat_id), "text": text, "parse_mode": "HTML", **extra}
+        # on edits too: an edit that adds a link would otherwise grow a preview
+        payload["disable_web_page_preview"] = True
         self.pacer.wait()
         reply = self._http.request(
             "POST",
