@@ -12,11 +12,12 @@ Kept import-light: the CLI imports this package on every call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .errors import PulseError
 
+TYPE_CHECKING = False  # the typing module costs milliseconds: the CLI imports this package
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client import Client
 
 __version__ = "0.1.0"
@@ -29,12 +30,10 @@ def connect(url: str | None = None, **settings: Any) -> Client:
     Keyword arguments override fields of ``pulse.settings.Settings`` read from the environment,
     e.g. ``connect(namespace="ci", agent="builder")``.
     """
-    from dataclasses import replace
-
     from .client import Client
     from .settings import Settings
 
     base = Settings.from_env()
     if url is not None:
         settings["redis_url"] = url
-    return Client(replace(base, **settings))
+    return Client(base.replace(**settings))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -23,24 +21,29 @@ from .errors import (
 )
 from .journal import Journal
 from .mirror import Mirror, load_file
-from .model import Task
 from .settings import Settings
 from .store import Change, Store
-from .transport import Connection
 
-log = logging.getLogger("pulse")
+TYPE_CHECKING = False  # typing, dataclasses and logging cost milliseconds on every CLI call
+if TYPE_CHECKING:
+    from .model import Task
+    from .transport import Connection
 
 VIEWS = ("default", "running", "stalled", "all")
 # The default `status` view: running tasks and those finished this recently.
 RECENT_SECONDS = 86400
+# `recover` restores this many tasks per pipeline (one round trip each).
+RECOVER_BATCH = 1000
 
 
-@dataclass
 class RecoverReport:
-    restored: int = 0
-    unchanged: int = 0
-    expired: int = 0
-    refused: list[str] = field(default_factory=list)
+    """What ``recover`` did: tasks restored, already current, past their expiry, refused."""
+
+    def __init__(self) -> None:
+        self.restored = 0
+        self.unchanged = 0
+        self.expired = 0
+        self.refused: list[str] = []
 
 
 class Client:
@@ -51,14 +54,14 @@ class Client:
         settings: Settings | None = None,
         conn: Connection | None = None,
         *,
-        warn: Callable[[str], None] = log.warning,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._conn = conn
         self._store: Store | None = None
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
         self.journal = Journal(self.mirror.folder)
-        self.warn = warn
+        self.warn = warn or _log_warning
 
     @property
     def store(self) -> Store:
@@ -253,6 +256,7 @@ class Client:
         report = RecoverReport()
         now_ms = int(time.time() * 1000)
         retention_ms = self.settings.retention_seconds * 1000
+        batch: list[tuple[Path, Task, int]] = []  # restored a pipeline at a time
         for path in paths:
             try:
                 task = load_file(path, self.settings.namespace)
@@ -266,15 +270,24 @@ class Client:
             if updated_ms + retention_ms <= now_ms:
                 report.expired += 1
                 continue
-            if self.store.restore(
-                task, updated_ms=updated_ms, expire_at_ms=updated_ms + retention_ms
-            ):
+            batch.append((path, task, updated_ms))
+            if len(batch) == RECOVER_BATCH:
+                self._restore(batch, retention_ms, report)
+        self._restore(batch, retention_ms, report)
+        return report
+
+    def _restore(
+        self, batch: list[tuple[Path, Task, int]], retention_ms: int, report: RecoverReport
+    ) -> None:
+        done = self.store.restore_many([(t, ms, ms + retention_ms) for _, t, ms in batch])
+        for (path, task, _), restored in zip(batch, done, strict=True):
+            if restored:
                 report.restored += 1
                 if path.parent != self.mirror.folder:
                     self._mirror(task)
             else:
                 report.unchanged += 1
-        return report
+        batch.clear()
 
     # -- working without Redis -----------------------------------------------------------
 
@@ -359,12 +372,12 @@ class Client:
             self.warn(f"mirror not written: {e}")
 
 
-@dataclass
 class TaskHandle:
     """One task, as ``Client.create`` gives it; each call updates ``task``."""
 
-    client: Client
-    change: Change
+    def __init__(self, client: Client, change: Change) -> None:
+        self.client = client
+        self.change = change
 
     @property
     def id(self) -> str:
@@ -423,3 +436,9 @@ def redis_url(settings: Settings) -> str:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _log_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger("pulse").warning(message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -98,15 +97,15 @@ def _conf_value(value: Path) -> str:
     return '"' + text.replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
-@dataclass
 class EmbeddedServer:
     """The user's shared redis-server, which keeps its data (AOF) and files in ``data_dir``."""
 
-    data_dir: Path = field(default_factory=_default_data_dir)
-
-    def __post_init__(self) -> None:
+    def __init__(self, data_dir: Path | str | None = None) -> None:
         # every spelling of the directory must map to the same socket, lock and server
-        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        self.data_dir = Path(data_dir or _default_data_dir()).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedServer({str(self.data_dir)!r})"
 
     @property
     def socket_path(self) -> Path:

@@ -14,9 +14,12 @@ from typing import Any
 from . import model
 from .errors import BackendError
 from .keys import STREAM_MAXLEN, Keys
-from .model import Task
 from .scripts import Script
 from .transport import Connection, ReplyError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .model import Task
 
 _STALL = Script("stall")
 _CLAIM = Script("claim")

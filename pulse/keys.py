@@ -7,8 +7,6 @@ rule (``~pulse:{ns}:*``, ``&pulse:{ns}:*``) covers all of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 PREFIX = "pulse"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_STALL_SECONDS = 180
@@ -19,9 +17,13 @@ DEFAULT_HEARTBEAT_PUSH_SECONDS = 30.0
 STREAM_MAXLEN = 100_000
 
 
-@dataclass(frozen=True)
 class Keys:
-    namespace: str
+    """The key names of one namespace."""
+
+    __slots__ = ("namespace",)
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
 
     @property
     def prefix(self) -> str:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from . import model
 from .errors import BadValue
-from .model import Task
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .model import Task
 
 
 def dumps(task: Task) -> str:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import Any, Literal, TypedDict
 
 from .errors import AmbiguousId, BadValue, TaskFinished, TaskNotFound
 from .render import clean
 
-Op = Literal["next", "heartbeat", "done", "error"]
 OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error")
 
 # Size caps. Names and ids are refused past them (they become keys, file names and headings);
@@ -31,34 +29,42 @@ _ID_RE = re.compile(r"^\w[\w.-]*\Z")  # \Z: "$" would let a trailing newline in
 _UNSAFE = re.compile(r"[^\w.-]+")
 
 
-class Step(TypedDict, total=False):
-    name: str
-    status: str  # pending | running | done | error
-    startedAt: str
-    finishedAt: str
-    message: str
-    progress: float
+# The snapshot's types, for type checkers only: the typing module costs milliseconds at import,
+# and at run time a task is the plain dict that json gives.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypedDict
+
+    class Step(TypedDict, total=False):
+        name: str
+        status: str  # pending | running | done | error
+        startedAt: str
+        finishedAt: str
+        message: str
+        progress: float
+
+    class Task(TypedDict):
+        taskId: str
+        taskName: str
+        status: str  # running | done | error
+        stalled: bool
+        startedAt: str
+        updatedAt: str
+        finishedAt: str | None
+        steps: list[Step]
+        error: str | None
+        result: str | None
+        version: int
+        namespace: str
+        host: str | None
+        agent: str | None
+        stallSeconds: int
 
 
-class Task(TypedDict):
-    taskId: str
-    taskName: str
-    status: str  # running | done | error
-    stalled: bool
-    startedAt: str
-    updatedAt: str
-    finishedAt: str | None
-    steps: list[Step]
-    error: str | None
-    result: str | None
-    version: int
-    namespace: str
-    host: str | None
-    agent: str | None
-    stallSeconds: int
-
-
-FIELDS = tuple(Task.__annotations__)
+FIELDS = (
+    "taskId", "taskName", "status", "stalled", "startedAt", "updatedAt", "finishedAt", "steps",
+    "error", "result", "version", "namespace", "host", "agent", "stallSeconds",
+)  # fmt: skip
 
 
 # -- ids ---------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Settings read from the environment, in one dataclass (a CLI flag of the same meaning wins)."""
+"""Settings read from the environment, in one record (a CLI flag of the same meaning wins).
+
+The records on the per-update path (this one, ``keys.Keys``, ``store.Change``) are plain
+classes, not dataclasses: ``import dataclasses`` pulls in inspect, ast and dis, several
+milliseconds of a call that should take about thirty.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
@@ -70,20 +74,55 @@ def _lang(env: Mapping[str, str]) -> str:
     return "zh" if lang.lower().startswith("zh") else "en"
 
 
-@dataclass(frozen=True)
 class Settings:
-    redis_url: str | None = None
-    namespace: str = keys.DEFAULT_NAMESPACE
-    dir: Path = field(default_factory=lambda: user_data_dir() / "tasks")
-    tz: tzinfo = field(default_factory=lambda: parse_tz(None))
-    stall_seconds: int = keys.DEFAULT_STALL_SECONDS
-    retention_days: float = keys.DEFAULT_RETENTION_DAYS
-    lang: str = "en"
-    agent: str | None = None
-    sinks: tuple[str, ...] = ()
-    heartbeat_push_seconds: float = keys.DEFAULT_HEARTBEAT_PUSH_SECONDS
-    telegram_api: str = "https://api.telegram.org"
-    discord_api: str = "https://discord.com/api"
+    """Everything configurable, with SPEC's defaults; ``from_env`` reads the environment."""
+
+    __slots__ = (
+        "redis_url", "namespace", "dir", "tz", "stall_seconds", "retention_days", "lang",
+        "agent", "sinks", "heartbeat_push_seconds", "telegram_api", "discord_api",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        namespace: str = keys.DEFAULT_NAMESPACE,
+        dir: Path | str | None = None,
+        tz: tzinfo | None = None,
+        stall_seconds: int = keys.DEFAULT_STALL_SECONDS,
+        retention_days: float = keys.DEFAULT_RETENTION_DAYS,
+        lang: str = "en",
+        agent: str | None = None,
+        sinks: tuple[str, ...] = (),
+        heartbeat_push_seconds: float = keys.DEFAULT_HEARTBEAT_PUSH_SECONDS,
+        telegram_api: str = "https://api.telegram.org",
+        discord_api: str = "https://discord.com/api",
+    ) -> None:
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.dir = Path(dir) if dir else user_data_dir() / "tasks"
+        self.tz = tz or parse_tz(None)
+        self.stall_seconds = stall_seconds
+        self.retention_days = retention_days
+        self.lang = lang
+        self.agent = agent
+        self.sinks = tuple(sinks)
+        self.heartbeat_push_seconds = heartbeat_push_seconds
+        self.telegram_api = telegram_api
+        self.discord_api = discord_api
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed."""
+        return Settings(**{**{k: getattr(self, k) for k in self.__slots__}, **changes})
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if k != "redis_url")
+        return f"Settings({shown})"  # the URL may hold a password
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
 
     @property
     def retention_seconds(self) -> int:
@@ -112,6 +151,6 @@ class Settings:
             heartbeat_push_seconds=_number(
                 env, ("PULSE_HEARTBEAT_PUSH_SECONDS",), keys.DEFAULT_HEARTBEAT_PUSH_SECONDS, 0
             ),
-            telegram_api=(env.get("PULSE_TELEGRAM_API") or cls.telegram_api).rstrip("/"),
-            discord_api=(env.get("PULSE_DISCORD_API") or cls.discord_api).rstrip("/"),
+            telegram_api=(env.get("PULSE_TELEGRAM_API") or "https://api.telegram.org").rstrip("/"),
+            discord_api=(env.get("PULSE_DISCORD_API") or "https://discord.com/api").rstrip("/"),
         )

@@ -7,15 +7,19 @@ writes it back: the scripts in ``scripts/`` do each change atomically on the ser
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
 
 from . import model
 from .errors import BackendError, TaskExists, TaskFinished, TaskNotFound, VersionMismatch
 from .keys import STREAM_MAXLEN, Keys
-from .model import Task
 from .scripts import Script
-from .transport import Connection, ReplyError
+from .transport import ReplyError
+
+TYPE_CHECKING = False  # the typing module costs a millisecond and more to import
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .model import Task
+    from .transport import Connection
 
 _CREATE = Script("create")
 _UPDATE = Script("update")
@@ -25,13 +29,19 @@ _RESTORE = Script("restore")
 _PREFIX_LIMIT = 20
 
 
-@dataclass(frozen=True)
 class Change:
-    """What one update did: the event it emitted and the task after it."""
+    """What one update did: the event it emitted (no id if it was journaled) and the task
+    after it."""
 
-    event_id: str
-    kind: str
-    task: Task
+    __slots__ = ("event_id", "kind", "task")
+
+    def __init__(self, event_id: str, kind: str, task: Task) -> None:
+        self.event_id = event_id
+        self.kind = kind
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"Change({self.event_id!r}, {self.kind!r}, {self.task['taskId']!r})"
 
 
 def _task(snap: str) -> Task:
@@ -129,6 +139,31 @@ class Store:
 
     def restore(self, task: Task, *, updated_ms: int, expire_at_ms: int) -> bool:
         """Put a mirrored snapshot back unless Redis holds this version or a newer one."""
+        return self._restore(*self._restore_call(task, updated_ms, expire_at_ms))
+
+    def restore_many(self, items: list[tuple[Task, int, int]]) -> list[bool]:
+        """``restore`` of many (task, updated ms, expiry ms) in one round trip: whether each
+        was restored. The first goes through the Script (EVAL if Redis lacks it, which caches
+        it), the rest in one pipeline of EVALSHA; one that meets NOSCRIPT all the same (a
+        SCRIPT FLUSH meanwhile) is sent again through the Script."""
+        calls = [self._restore_call(*item) for item in items]
+        if not calls:
+            return []
+        done = [self._restore(*calls[0])]
+        replies = self.conn.pipeline(
+            [("EVALSHA", _RESTORE.sha, len(keys), *keys, *args) for keys, args in calls[1:]]
+        )
+        for (keys, args), reply in zip(calls[1:], replies, strict=True):
+            if isinstance(reply, ReplyError):
+                if not str(reply).startswith("NOSCRIPT"):
+                    raise _fail(reply, args[0])
+                reply = self._restore(keys, args)
+            done.append(bool(reply))
+        return done
+
+    def _restore_call(
+        self, task: Task, updated_ms: int, expire_at_ms: int
+    ) -> tuple[list[str], list[Any]]:
         k, task_id = self.keys, task["taskId"]
         snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
         args = [
@@ -140,11 +175,13 @@ class Store:
             task["stallSeconds"],
             expire_at_ms,
         ]
+        return [k.task(task_id), k.updated, k.running, k.ids], args
+
+    def _restore(self, keys: list[str], args: list[Any]) -> bool:
         try:
-            done = _RESTORE(self.conn, [k.task(task_id), k.updated, k.running, k.ids], args)
+            return bool(_RESTORE(self.conn, keys, args))
         except ReplyError as e:
-            raise _fail(e, task_id) from None
-        return bool(done)
+            raise _fail(e, args[0]) from None
 
     def remove(self, task_ids: list[str]) -> None:
         """Delete tasks and their index entries (finished ones, for cleanup)."""

@@ -50,10 +50,14 @@ class RedisProc:
     def start(self) -> None:
         args = [self.binary, "--port", "0", "--unixsocket", self.socket, "--save", ""]
         args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else [
-            "--appendonly",
-            "no",
-        ]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persist
+            else [
+                "--appendonly",
+                "no",
+            ]
+        )
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not _answers(self.socket):

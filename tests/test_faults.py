@@ -26,6 +26,11 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from pulse.errors import BadValue
+from pulse.keys import Keys
+from pulse.mirror import Mirror
+from pulse.model import check_id
+from pulse.settings import check_namespace
 from tests.redis_proc import RedisProc, redis_proc
 
 NS = "test"
@@ -240,9 +245,7 @@ class Agents:
     def each_makes(self, count: int, more: Callable[[int], int], why: str) -> None:
         """Wait until every agent has made ``count`` more of what ``more`` counts."""
         start = [more(i) for i in range(len(self.logs))]
-        wait_for(
-            lambda: all(more(i) >= start[i] + count for i in range(len(self.logs))), why=why
-        )
+        wait_for(lambda: all(more(i) >= start[i] + count for i in range(len(self.logs))), why=why)
 
     def finish(self) -> None:
         self.stop_file.touch()
@@ -410,8 +413,6 @@ def big_task(task_id: str, n: int) -> dict:
 
 
 def test_kill_9_during_mirror_writes_never_leaves_a_torn_file(tmp_path):
-    from pulse.mirror import Mirror
-
     mirror = Mirror(tmp_path, NS)
     ids = [f"t{i}-20260101-000000-abcd" for i in range(5)]
     kills, writers = 0, set()
@@ -504,9 +505,32 @@ def test_script_flush_and_restarts_between_calls_fail_no_call(durable, pulse_env
 # -- 6. fuzzed ids, names and namespaces ------------------------------------------------------
 
 HOSTILE = [
-    "..", "../x", "a/../../etc", "/etc/passwd", "x\\y", "x\n", "\nx", "x\r", "x\x1b[31m",
-    "x\x7f", "x\u0085", ".hidden", "~root", "$HOME", "*", "-rf", "--json", "a b", "é-中文_٣",
-    "x" * 130, "pulse:{other}:task:x", "}:x", "{other}", "a..b", "C:\\x", "x\u2028y",
+    "..",
+    "../x",
+    "a/../../etc",
+    "/etc/passwd",
+    "x\\y",
+    "x\n",
+    "\nx",
+    "x\r",
+    "x\x1b[31m",
+    "x\x7f",
+    "x\u0085",
+    ".hidden",
+    "~root",
+    "$HOME",
+    "*",
+    "-rf",
+    "--json",
+    "a b",
+    "é-中文_٣",
+    "x" * 130,
+    "pulse:{other}:task:x",
+    "}:x",
+    "{other}",
+    "a..b",
+    "C:\\x",
+    "x\u2028y",
 ]
 # argv cannot carry NUL or lone surrogates; the in-process property below covers NUL
 argv_text = st.one_of(
@@ -530,26 +554,21 @@ def refused_cleanly(done: subprocess.CompletedProcess, codes: tuple[int, ...] = 
     )
 
 
-def well_formed(task_id: str) -> bool:
-    from pulse.errors import BadValue
-    from pulse.model import check_id
-
+def accepted(check: Callable[[str], str], value: str) -> bool:
     try:
-        return bool(check_id(task_id))
+        return bool(check(value))
     except BadValue:
         return False
+
+
+def well_formed(task_id: str) -> bool:
+    return accepted(check_id, task_id)
 
 
 @given(st.text(max_size=20) | st.sampled_from(HOSTILE + ["a\x00b", "\x00"]))
 @settings(max_examples=2000, deadline=None)
 def test_an_accepted_id_or_namespace_is_a_plain_name(value):
     """What check_id or check_namespace lets through becomes a key and a file name as is."""
-    from pulse.errors import BadValue
-    from pulse.keys import Keys
-    from pulse.mirror import Mirror
-    from pulse.model import check_id
-    from pulse.settings import check_namespace
-
     for check in (check_id, check_namespace):
         try:
             check(value)
@@ -573,28 +592,33 @@ def test_fuzzed_ids_names_and_namespaces_stay_inside_the_folder_and_the_namespac
     offline = {**env, "PULSE_REDIS_URL": f"unix://{tmp_path}/nobody.sock"}
     valid_ns = {NS}
 
-    @given(name=argv_text, task_id=argv_text, namespace=argv_text, up=st.booleans())
+    ids = st.sampled_from(["{id}", "{prefix}"]) | argv_text  # the new task's id, or fuzz
+
+    @given(name=argv_text, task_id=ids, ns=st.just(NS) | argv_text, up=st.booleans())
     @settings(
-        max_examples=30,
+        max_examples=25,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    def calls(name: str, task_id: str, namespace: str, up: bool) -> None:
-        base = env if up else offline
-        for ns in (NS, namespace):
-            e = {**base, "PULSE_NAMESPACE": ns}
-            created = run(e, "create", name, "step")
-            if created.returncode == 0:
-                valid_ns.add(ns)
-                assert created.stdout.count("\n") == 1
-            else:
-                assert refused_cleanly(created), created
-            for args in (("next", task_id, name), ("status", task_id), ("done", task_id)):
-                done = run(e, *args)
-                if not well_formed(task_id):
-                    assert refused_cleanly(done) and "replayed" not in done.stderr, done
-                else:  # offline, an id the mirror does not know: Redis unreachable (3)
-                    assert done.returncode == 0 or refused_cleanly(done, (1, 2, 3)), (args, done)
+    def calls(name: str, task_id: str, ns: str, up: bool) -> None:
+        e = {**(env if up else offline), "PULSE_NAMESPACE": ns}
+        if accepted(check_namespace, ns or "default"):  # unset or empty: the default one
+            valid_ns.add(ns or "default")
+        created = run(e, "create", name, "step")
+        if created.returncode == 0:
+            assert created.stdout.count("\n") == 1
+            new_id = created.stdout.strip()
+            task_id = task_id.format(id=new_id, prefix=new_id[:-3])
+        else:
+            assert refused_cleanly(created), created
+        for args in (("next", task_id, name), ("status", task_id), ("done", task_id)):
+            done = run(e, *args)
+            if task_id == "" or task_id.startswith("-"):  # the listing, or an option
+                assert done.returncode == 0 or refused_cleanly(done, (1, 2, 3)), (args, done)
+            elif not well_formed(task_id):
+                assert refused_cleanly(done) and "replayed" not in done.stderr, done
+            else:  # offline, an id the mirror does not know: Redis unreachable (3)
+                assert done.returncode == 0 or refused_cleanly(done, (1, 2, 3)), (args, done)
 
     calls()
     prefixes = tuple(f"pulse:{{{ns}}}:" for ns in valid_ns)

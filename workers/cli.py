@@ -9,7 +9,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -115,9 +114,9 @@ def main(
     try:
         settings = Settings.from_env()
         if namespace:
-            settings = replace(settings, namespace=check_namespace(namespace))
+            settings = settings.replace(namespace=check_namespace(namespace))
         if url:
-            settings = replace(settings, redis_url=url)
+            settings = settings.replace(redis_url=url)
         conn = open_connection(settings)
         pushes = Pushes(conn, settings.namespace, ttl=settings.retention_seconds)
         if check:

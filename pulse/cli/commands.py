@@ -5,32 +5,39 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
-from typing import Any
 
 from .. import render
 from ..client import Client
-from ..model import Task
 from ..settings import Settings, check_namespace
-from ..store import Change
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..model import Task
+    from ..store import Change
 
 
-@dataclass(frozen=True)
 class Globals:
     """Options every verb takes; each wins over its environment variable."""
 
-    namespace: str | None = None
-    lang: str | None = None
-    url: str | None = None
+    __slots__ = ("namespace", "lang", "url")
+
+    def __init__(
+        self, namespace: str | None = None, lang: str | None = None, url: str | None = None
+    ) -> None:
+        self.namespace = namespace
+        self.lang = lang
+        self.url = url
 
     def settings(self) -> Settings:
         s = Settings.from_env()
         if self.namespace:
-            s = replace(s, namespace=check_namespace(self.namespace))
+            s = s.replace(namespace=check_namespace(self.namespace))
         if self.lang:
-            s = replace(s, lang="zh" if self.lang.lower().startswith("zh") else "en")
+            s = s.replace(lang="zh" if self.lang.lower().startswith("zh") else "en")
         if self.url:
-            s = replace(s, redis_url=self.url)
+            s = s.replace(redis_url=self.url)
         return s
 
     def client(self) -> Client:

@@ -8,9 +8,11 @@ errors; tests run both parsers on the same arguments.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .commands import Globals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # verb: (least positional arguments, options taking a value)
 _VERBS: dict[str, tuple[int, tuple[str, ...]]] = {

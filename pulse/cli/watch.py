@@ -12,8 +12,11 @@ from typing import Any
 from .. import render
 from ..client import redis_url
 from ..events import Event, listen
-from ..model import Task
 from .commands import Globals, out
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Task
 
 
 def watch(g: Globals, task_id: str | None) -> None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from hashlib import sha1
 from pathlib import Path
-from typing import Any
 
-from ..transport import Connection, ReplyError
+from ..transport import ReplyError
+
+try:  # CPython's own SHA-1: hashlib would load OpenSSL, milliseconds on every CLI call
+    from _sha1 import sha1
+except ImportError:  # pragma: no cover
+    from hashlib import sha1
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..transport import Connection
 
 _HERE = Path(__file__).parent
 

