@@ -188,7 +188,8 @@ class Relays:
         cmd = [sys.executable, "-m", "workers", "--sink", self.sink, "--name", name, *extra]
         if profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            cmd = [spy, "record", "--format", "raw", "-r", "250", "-o", profile, "--", *cmd]
+            spy_args = ["record", "--format", "raw", "--threads", "-r", "250", "-o", profile]
+            cmd = [spy, *spy_args, "--", *cmd]
         log = open(self.server.work / f"relay-{namespace}-{name}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -292,6 +293,15 @@ def copy_stream(r: redis.Redis, src: str, dst: str) -> int:
         if len(chunk) < 2000:
             return n
         start = "(" + chunk[-1][0].decode()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ms(seconds: float) -> str:
@@ -422,6 +432,7 @@ def throughput(
           f"{rounds} round(s), alternating")
     results: dict[str, list[tuple[float, float]]] = {"floor": [], "relay": []}
     conns: list[int] = []
+    cpu: list[float] = []
     prof_out = ""
     for rnd in range(rounds):
         ns = f"bench-throughput-{rnd}"
@@ -443,6 +454,8 @@ def throughput(
             if not wait_for(lambda: len(receiver.arrivals) >= total, 300, 0.01):
                 print(f"# relay: only {len(receiver.arrivals)} of {total} arrived")
             got = receiver.take()
+            if not prof:
+                cpu.append(cpu_seconds(proc.pid) / len(got))
             relays.stop(proc, signal.SIGINT if prof else signal.SIGTERM)
             conns.append(len({port for _, _, port in got}))
             return t0, got[0][1], got[-1][1], len(got)
@@ -483,6 +496,11 @@ def throughput(
     met = "met" if relay_start >= 1000 else "MISSED"
     print(f"relay pushes/s from its start: {relay_start:,.0f} (target >= 1,000: {met})")
     print(f"connections the relay opened to the receiver per round: {conns}")
+    if cpu:
+        print(
+            f"relay CPU time (user+sys, start-up included) per push: {median(cpu) * 1e6:.0f} us "
+            f"(so at most {1 / median(cpu):,.0f} pushes/s on one core)"
+        )
     print("ratios relay/floor (higher is better):")
     print(
         ratio_line(
@@ -518,15 +536,17 @@ def print_profile(path: str) -> None:
         frames = stack.split(";")
         n = int(count)
         total += n
-        threads[frames[0]] += n
+        # with --threads the first frame is the thread, the second where it started
+        threads[frames[0].split(" ")[0] + " " + " ".join(frames[1:3])] += n
         leaf = frames[-1]
-        own[leaf.split(" (")[0] + " (" + leaf.rpartition("/")[2]] += n
+        own[leaf] += n
     print(f"\npy-spy of the relay in the last throughput round ({total} samples at 250 Hz):")
+    print("by thread:")
     for name, n in threads.most_common(6):
-        print(f"  {100 * n / total:5.1f}%  {name}")
+        print(f"  {100 * n / total:5.1f}%  {name[:110]}")
     print("top functions by own time:")
-    for name, n in own.most_common(16):
-        print(f"  {100 * n / total:5.1f}%  {name}")
+    for name, n in own.most_common(20):
+        print(f"  {100 * n / total:5.1f}%  {name[:110]}")
 
 
 # -- 3. SIGKILL -----------------------------------------------------------------------------

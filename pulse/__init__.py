@@ -28,7 +28,9 @@ def connect(url: str | None = None, **settings: Any) -> Client:
     """A client for ``url`` (else PULSE_REDIS_URL, else the embedded server).
 
     Keyword arguments override fields of ``pulse.settings.Settings`` read from the environment,
-    e.g. ``connect(namespace="ci", agent="builder")``.
+    e.g. ``connect(namespace="ci", agent="builder")``. Its mirror files are written on a
+    background thread (the newest snapshot of each task), so updates run at Redis's pace;
+    ``client.flush_mirror()``, ``client.close()`` and the end of the process wait for them.
     """
     from .client import Client
     from .settings import Settings
@@ -36,4 +38,4 @@ def connect(url: str | None = None, **settings: Any) -> Client:
     base = Settings.from_env()
     if url is not None:
         settings["redis_url"] = url
-    return Client(base.replace(**settings))
+    return Client(base.replace(**settings), mirror_in_background=True)

@@ -20,7 +20,7 @@ from .errors import (
     VersionMismatch,
 )
 from .journal import Journal
-from .mirror import Mirror, load_file
+from .mirror import BackgroundWriter, Mirror, load_file
 from .settings import Settings
 from .store import Change, Store
 
@@ -55,6 +55,7 @@ class Client:
         conn: Connection | None = None,
         *,
         warn: Callable[[str], None] | None = None,
+        mirror_in_background: bool = False,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._conn = conn
@@ -62,6 +63,12 @@ class Client:
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
         self.journal = Journal(self.mirror.folder)
         self.warn = warn or _log_warning
+        self._writer: BackgroundWriter | None = None
+        if mirror_in_background:
+            import atexit
+
+            self._writer = BackgroundWriter(self.mirror, self._mirror_failed)
+            atexit.register(self._writer.flush)
 
     @property
     def store(self) -> Store:
@@ -72,6 +79,8 @@ class Client:
         return self._store
 
     def close(self) -> None:
+        """Wait for the mirror writes in hand, then close the connection."""
+        self.flush_mirror()
         if self._store is not None:
             self._store.conn.close()
 
@@ -105,7 +114,7 @@ class Client:
         except BackendUnavailable as e:
             entry = {"op": "create", "task": task, "nowMs": _ms(now)}
             change = self._offline(e, entry, Change("", "create", task))
-        self._mirror(change.task)
+        self._mirror(change.task, now=not change.event_id)  # journaled: the next reads it
         return TaskHandle(self, change)
 
     def update(
@@ -148,7 +157,7 @@ class Client:
                 "version": task["version"],
             }
             change = self._offline(e, entry, Change("", kind, task))
-        self._mirror(change.task)
+        self._mirror(change.task, now=not change.event_id)  # journaled: the next reads it
         return change
 
     def next(self, task_id: str, message: str | None = None) -> Change:
@@ -222,6 +231,7 @@ class Client:
     def cleanup(self, days: float | None = None) -> int:
         """Remove tasks finished over ``days`` ago (default: the retention) from Redis and the
         mirror; mirror files of tasks past their retention go too, as Redis's TTL drops them."""
+        self.flush_mirror()
         days = self.settings.retention_days if days is None else days
         if days < 0:
             raise BadValue("days must be 0 or more")
@@ -249,6 +259,7 @@ class Client:
     def recover(self, folder: Path | None = None) -> RecoverReport:
         """Load mirror (or seed skill) task files into Redis where it lacks them or holds an
         older version. Tasks keep their absolute expiry; no events are emitted."""
+        self.flush_mirror()
         folder = Path(folder) if folder else self.mirror.folder
         paths = sorted(folder.glob("*.json"))
         if not paths and (folder / self.settings.namespace).is_dir():
@@ -350,6 +361,7 @@ class Client:
 
     def _local(self, task_id: str) -> Task:
         """The mirror's snapshot of a task, for an update made while Redis is unreachable."""
+        self.flush_mirror()
         try:
             task = self.mirror.read(task_id)
             if task is None:
@@ -362,14 +374,27 @@ class Client:
             raise BackendUnavailable(f"Redis is unreachable and the mirror has no task {task_id}")
         return task
 
-    def _mirror(self, task: Task) -> None:
+    def flush_mirror(self) -> None:
+        """Wait until every snapshot of this client is in the mirror."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _mirror(self, task: Task, *, now: bool = False) -> None:
+        if self._writer is not None:
+            if not now:
+                self._writer.put(task)
+                return
+            self._writer.flush()
         try:
             # If newer only: agents updating one task at once finish in any order, and the
             # last file written must not be an older version (recover would restore that).
             self.mirror.write_if_newer(task)
         except OSError as e:
-            # Redis has the update; say the mirror missed it rather than fail the agent's step.
-            self.warn(f"mirror not written: {e}")
+            self._mirror_failed(e)
+
+    def _mirror_failed(self, error: OSError) -> None:
+        # Redis has the update; say the mirror missed it rather than fail the agent's step.
+        self.warn(f"mirror not written: {error}")
 
 
 class TaskHandle:

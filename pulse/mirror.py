@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import model
@@ -107,3 +107,72 @@ def _unlink(path: str | Path) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+class BackgroundWriter:
+    """Writes a client's snapshots on a thread of its own, so a long-lived process updating
+    fast is not held to the disk's pace. A task's file is written at most every ``interval``
+    seconds, with its newest snapshot (the mirror holds latest versions, not history);
+    ``flush`` writes everything waiting at once. The CLI, one update per process, writes in
+    line instead."""
+
+    def __init__(
+        self, mirror: Mirror, on_error: Callable[[OSError], None], interval: float = 0.1
+    ) -> None:
+        import threading
+        import time
+
+        self.mirror = mirror
+        self.on_error = on_error
+        self.interval = interval
+        self._clock = time.monotonic
+        self._pending: dict[str, Task] = {}
+        self._written: dict[str, float] = {}  # task id: when its file was last written
+        self._busy = False
+        self._flushing = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="pulse mirror", daemon=True)
+        self._thread.start()
+
+    def put(self, task: Task) -> None:
+        with self._cond:
+            have = self._pending.get(task["taskId"])
+            if have is None:
+                self._pending[task["taskId"]] = task
+                self._cond.notify_all()  # only news wakes the writer: it knows the rest
+            elif have["version"] < task["version"]:
+                self._pending[task["taskId"]] = task
+
+    def flush(self) -> None:
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._pending and not self._busy)
+            self._flushing -= 1
+
+    def _next(self) -> Task:
+        """The next snapshot due for writing; waits (holding no lock) until one is."""
+        while True:
+            now = self._clock()
+            wait = None
+            for task_id in self._pending:
+                due = self._written.get(task_id, 0.0) + self.interval
+                if self._flushing or due <= now:
+                    return self._pending.pop(task_id)
+                wait = due - now if wait is None else min(wait, due - now)
+            self._cond.wait(wait)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                task = self._next()
+                self._busy = True
+            try:
+                self.mirror.write_if_newer(task)
+            except OSError as e:
+                self.on_error(e)
+            finally:
+                with self._cond:
+                    self._written[task["taskId"]] = self._clock()
+                    self._busy = False
+                    self._cond.notify_all()

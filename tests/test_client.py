@@ -53,6 +53,7 @@ def test_every_update_is_mirrored(client: Client):
     path = client.mirror.path(task.id)
     for update in (lambda: task.next("x"), lambda: task.heartbeat("y")):
         change = update()
+        client.flush_mirror()  # pulse.connect's client writes the mirror in the background
         assert json.loads(path.read_text()) == change.task == client.get(task.id)
     assert not list(path.parent.glob(".*.tmp"))  # no temp file left behind
 
@@ -80,6 +81,7 @@ def test_status_views(client: Client, redis_client):
 def test_refused_update_changes_nothing(client: Client):
     task = client.create("t", ["s"])
     task.error("boom")
+    client.flush_mirror()
     before = client.get(task.id)
     mirrored = client.mirror.path(task.id).read_text()
     with pytest.raises(TaskFinished):
@@ -106,6 +108,7 @@ def test_recover_after_flushall_restores_every_snapshot(client: Client, redis_cl
 
 def test_recover_keeps_absolute_expiry(client: Client, redis_client, tmp_path: Path):
     old = client.create("old", ["a"])
+    client.flush_mirror()
     redis_client.flushall()
     path = client.mirror.path(old.id)
     snap = json.loads(path.read_text())
@@ -130,6 +133,7 @@ def test_recover_reads_seed_skill_files(client: Client, tmp_path: Path):
     assert report.restored == 1 and len(report.refused) == 1
     task = client.get("pub")
     assert task["taskName"] == "发布" and task["namespace"] == "api"
+    client.flush_mirror()
     assert client.mirror.path(task["taskId"]).exists()  # now mirrored like any other task
     client.next("pub", "sent")
     assert client.get("pub")["status"] == "done"
@@ -139,7 +143,7 @@ def test_cleanup_removes_finished_tasks_and_their_files(client: Client):
     done = client.create("d", ["a"])
     done.done()
     running = client.create("r", ["a"])
-    assert client.cleanup(days=0) == 1
+    assert client.cleanup(days=0) == 1  # waits for the background mirror writes first
     assert [t["taskId"] for t in client.status("all")] == [running.id]
     assert not client.mirror.path(done.id).exists() and client.mirror.path(running.id).exists()
 

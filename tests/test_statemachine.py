@@ -75,6 +75,7 @@ def test_redis_and_the_model_agree(machine_url: str, redis_client) -> None:
 
         @invariant()
         def redis_and_mirror_hold_the_model(self) -> None:
+            self.client.flush_mirror()
             for task_id, want in self.expected.items():
                 got = self.client.get(task_id)
                 got["stalled"] = want["stalled"] = False

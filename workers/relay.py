@@ -6,6 +6,13 @@ thread of its own, so one slow or broken sink never holds up the others. An even
 when every sink has delivered it or dead-lettered it; until then it stays pending in the
 group, so a relay killed at any moment loses nothing: a restart, or another relay after
 ``claim_idle``, takes the entry over (XAUTOCLAIM) and pushes it again.
+
+Claims (claim.lua) remember the newest event claimed per task, and an older one is dropped as
+stale. So a relay keeps one push per task in flight: the task's next event is claimed only
+when the one before was delivered (or dead-lettered). Claimed-but-not-delivered then never
+hides an older push that is still to go out, and a relay taking over a dead one's entries
+finds them in order. For the same reason a starting relay takes over (or waits out) what
+other consumers held when it started before it reads new entries.
 """
 
 from __future__ import annotations
@@ -160,7 +167,11 @@ class Relay:
         self.stats = Stats()
         self._outcomes: queue.Queue[_Outcome] = queue.Queue()
         self._held: dict[str, _Held] = {}
+        # task id -> its events read while one of its pushes is in flight, in stream order
+        self._queued: dict[str, list[Event]] = {}
+        self._n_queued = 0
         self._in_flight = 0
+        self._released: list[str] = []  # tasks whose push in flight just settled
         self._window_ms = int(s.heartbeat_push_seconds * 1000)
         self._workers = [
             SinkWorker(sink, self.config, self._outcomes.put, self.stopping) for sink in self.sinks
@@ -191,8 +202,10 @@ class Relay:
     def _loop(self) -> None:
         c = self.config
         self.feed.ensure_group()
-        # Entries this consumer was given before a restart come first.
+        # Entries this consumer was given before a restart come first, then those other
+        # consumers held when it started: both are older than any entry not read yet.
         self._take(self.feed.read(c.batch, own=True))
+        self._adopt()
         next_stall = next_claim = 0.0
         while not self.stopping.is_set():
             now = time.time()
@@ -204,12 +217,44 @@ class Relay:
                 self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
                 next_claim = now + max(0.5, c.claim_idle / 2)
             self._release_held(now)
-            if self._in_flight >= c.max_in_flight:
+            if self._in_flight + self._n_queued >= c.max_in_flight:
                 self._settle(wait=0.05)
                 continue
             wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
-            block = int(min(1.0, max(0.001, wake - time.time())) * 1000)
-            self._take(self.feed.read(c.batch, block))
+            wait = min(1.0, max(0.001, wake - time.time()))
+            if self._n_queued:
+                # pushes wait for a sink to finish the one before: wake when it does
+                self._settle(wait=min(wait, 0.05))
+                self._take(self.feed.read(c.batch))
+            else:
+                self._take(self.feed.read(c.batch, int(wait * 1000)))
+
+    def _adopt(self) -> None:
+        """Take over the entries other consumers held when this relay started (a dead relay's
+        after ``claim_idle``), or see them acked, before reading any new entry: a newer event
+        of the same task claimed first would make them stale, and so lose them."""
+        c, events = self.config, self.feed.keys.events
+        summary = self.conn.call("XPENDING", events, c.group)
+        if not summary or not summary[0]:
+            return
+        upto = summary[2]  # the newest entry pending now; every unread one is newer
+        deadline = time.time() + c.claim_idle + 1.0
+        while not self.stopping.is_set():
+            self._settle()
+            got = self.feed.autoclaim(int(c.claim_idle * 1000), c.batch)
+            self._take(got)
+            if not got and (time.time() > deadline or not self._held_by_others(upto)):
+                return
+            if self._in_flight + self._n_queued >= c.max_in_flight or not got:
+                self._settle(wait=min(0.1, c.claim_idle / 4))
+
+    def _held_by_others(self, upto: str) -> bool:
+        c, events = self.config, self.feed.keys.events
+        consumers = (self.conn.call("XPENDING", events, c.group) or [0, None, None, None])[3]
+        return any(
+            name != c.consumer and self.conn.call("XPENDING", events, c.group, "-", upto, 1, name)
+            for name, _ in consumers or []
+        )
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -222,7 +267,12 @@ class Relay:
                 del self._held[task_id]
                 self._ack([held.event.id])
                 self.stats.superseded += 1
-            self._decide(event)
+            queued = self._queued.get(task_id)
+            if queued is not None:  # a push of the task is in flight: this one goes after it
+                queued.append(event)
+                self._n_queued += 1
+            else:
+                self._decide(event)
 
     def _decide(self, event: Event) -> None:
         verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
@@ -248,6 +298,7 @@ class Relay:
             return
         delivery = _Delivery(event, push, remaining=len(self._workers))
         self._in_flight += 1
+        self._queued[event.task["taskId"]] = []
         for w in self._workers:
             w.queue.put(delivery)
 
@@ -264,6 +315,13 @@ class Relay:
         except queue.Empty:
             pass
         self._ack(done)
+        if self.stopping.is_set():
+            return  # nothing new goes out: what is queued stays pending for the next relay
+        released, self._released = self._released, []
+        for task_id in released:  # the task's next events, in order, one of them in flight
+            queued = self._queued.pop(task_id, [])
+            self._n_queued -= len(queued)
+            self._take(queued)
 
     def _record(self, outcome: _Outcome, done: list[str]) -> None:
         d = outcome.delivery
@@ -279,6 +337,7 @@ class Relay:
         if d.remaining == 0:
             done.append(d.event.id)
             self._in_flight -= 1
+            self._released.append(d.event.task["taskId"])
 
     def _ack(self, ids: list[str]) -> None:
         if ids:
