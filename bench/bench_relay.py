@@ -247,7 +247,7 @@ def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.005) -> 
     return True
 
 
-def make_tasks(client: pulse.Client, count: int, steps: int = 100) -> list[str]:
+def make_tasks(client: pulse.Client, count: int, steps: int = 12) -> list[str]:
     # a long stall time: a task left quiet between rounds must not emit a stall event
     return [
         client.create(f"bench task {i}", [f"step {s}" for s in range(steps)], stall=86400).id
@@ -371,6 +371,7 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
     client, tasks = setup["bench-latency"]
     snap_key = client.store.keys.task(tasks[0])
     floor_c_events = setup["bench-floor-c"][0].store.keys.events
+    snap = client.store.conn.call("HGET", snap_key, "snap")
     relay = relays.start("bench-latency", "bench")
     # warm-up: the relay's group, connections and lazy imports; the create pushes
     n_warm = len(tasks) + 100
@@ -418,7 +419,7 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
     }
     print(
         f"\n## 1. latency at {RATE} updates/s: {rounds} rounds x {per_round} events per variant, "
-        "alternating"
+        f"alternating; tasks of 12 steps (snapshot ~{len(snap.encode()):,} bytes)"
     )
     print(
         "# from the moment the write call was made (in a producer process: redis-py XADD, or "

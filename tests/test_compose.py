@@ -188,6 +188,86 @@ def test_stack_has_what_an_operator_needs(compose: dict[str, Any]) -> None:
     }
 
 
+# -- the ACL users the redis entrypoint writes ------------------------------------------------
+
+ACL_DOC = ROOT / "docs" / "acl.md"
+
+
+def _write_acl(compose: dict[str, Any], tmp_path: Path, **overrides: str) -> subprocess.Popen:
+    """The redis service's entrypoint with its environment, running `true` for redis-server."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "REDIS_"))},
+        **{k: str(v) for k, v in compose["services"]["redis"]["environment"].items()},
+        "REDIS_ACLFILE": str(tmp_path / "users.acl"),
+        **overrides,
+    }
+    return subprocess.run(
+        ["sh", str(COMPOSE_DIR / "redis-entrypoint.sh"), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _acl_rules(lines: list[str]) -> dict[str, set[str]]:
+    """user name -> its rules, less passwords and resets of them (compared as sets)."""
+    users = {}
+    for line in lines:
+        words = line.split()
+        if words[:1] == ["user"]:
+            users[words[1]] = {w for w in words[2:] if w[0] not in "><" and w != "resetpass"}
+    return users
+
+
+def test_redis_entrypoint_writes_the_acl_users_of_docs_acl_md(
+    compose: dict[str, Any], env_example: dict[str, str], tmp_path: Path
+) -> None:
+    done = _write_acl(compose, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" in done.stderr  # the .env.example placeholders are still the passwords
+    written = (tmp_path / "users.acl").read_text().splitlines()
+    assert (tmp_path / "users.acl").stat().st_mode & 0o077 == 0  # passwords: owner only
+    agent, worker = env_example["REDIS_AGENT_USER"], env_example["REDIS_WORKER_USER"]
+    assert f"user {agent} on resetpass >{env_example['REDIS_AGENT_PASSWORD']} " in written[1]
+    got = _acl_rules(written)
+    assert set(got) == {"default", agent, worker}  # no admin unless its password is set
+    assert got["default"] == {"off", "resetkeys", "resetchannels", "-@all"}
+
+    if not ACL_DOC.exists():
+        pytest.skip("docs/acl.md is not there to compare with")
+    block = re.search(r"^```acl\n(.*?)^```", ACL_DOC.read_text(encoding="utf-8"), re.M | re.S)
+    assert block, "docs/acl.md has no ```acl block"
+    namespace = env_example["PULSE_NAMESPACE"]
+    documented = _acl_rules(block[1].replace("NAMESPACE", namespace).splitlines())
+    assert got["default"] == documented["default"]
+    assert got[agent] == documented["pulse-agent"], got[agent] ^ documented["pulse-agent"]
+    assert got[worker] == documented["pulse-worker"], got[worker] ^ documented["pulse-worker"]
+
+    with_admin = _write_acl(compose, tmp_path, REDIS_ADMIN_PASSWORD="s3cret")
+    assert with_admin.returncode == 0, with_admin.stderr
+    admin = _acl_rules((tmp_path / "users.acl").read_text().splitlines())
+    assert admin[env_example["REDIS_ADMIN_USER"]] == {"on", "~*", "&*", "+@all"}
+
+
+@pytest.mark.parametrize(
+    "overrides, complaint",
+    [
+        ({"REDIS_AGENT_PASSWORD": ""}, "REDIS_AGENT_PASSWORD is empty"),
+        ({"REDIS_WORKER_PASSWORD": "two words"}, "REDIS_WORKER_PASSWORD may hold only"),
+        ({"REDIS_AGENT_USER": "default"}, "taken twice"),
+        ({"REDIS_WORKER_USER": "pulse-agent"}, "taken twice"),
+        ({"PULSE_NAMESPACE": "a b"}, "PULSE_NAMESPACE may hold only"),
+    ],
+)
+def test_redis_entrypoint_refuses_bad_users(
+    compose: dict[str, Any], tmp_path: Path, overrides: dict[str, str], complaint: str
+) -> None:
+    refused = _write_acl(compose, tmp_path, **overrides)
+    assert refused.returncode == 1 and complaint in refused.stderr, refused.stderr
+    assert not (tmp_path / "users.acl").exists()
+
+
 # -- 2. docker-compose config ----------------------------------------------------------------
 
 

@@ -214,3 +214,21 @@ def test_hostile_text_reaches_discord_safely(pulse_env, start_relay, fake_discor
     for req in got:
         assert req.json["allowed_mentions"] == {"parse": []}
         assert len(req.json["content"]) <= 2000
+
+
+def test_relay_rides_out_a_redis_restart(pulse_env, start_relay, webhook_receiver):
+    from tests.redis_proc import redis_proc
+
+    with redis_proc(persist=True) as server:
+        env = {**pulse_env, "PULSE_REDIS_URL": server.url}
+        start_relay("--sink", webhook(webhook_receiver), PULSE_REDIS_URL=server.url)
+        task = pulse(env, "create", "through", "a", "b", "c")
+        webhook_receiver.wait_for(1)
+        server.restart()  # the relay's connection breaks; it reconnects with backoff
+        pulse(env, "next", task, "after restart")
+        server.kill()  # and once more, harder, with the AOF fsynced on every write
+        server.start()
+        pulse(env, "next", task, "after kill")
+        got = webhook_receiver.wait_for(3, timeout=30)
+        assert kinds(got) == ["create", "next", "next"]
+        assert [r.json["task"]["version"] for r in got] == [1, 2, 3]

@@ -73,6 +73,7 @@ class HttpClient:
         self._opener: urllib.request.OpenerDirector | None = None
         self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
+        self._via_proxy: dict[tuple[str, str], bool] = {}
 
     def request(
         self,
@@ -83,7 +84,7 @@ class HttpClient:
     ) -> Reply:
         try:
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or _proxied(parts):
+            if parts.scheme not in ("http", "https") or not parts.hostname or self._proxied(parts):
                 return self._via_urllib(method, url, body, headers)
             port = parts.port or (443 if parts.scheme == "https" else 80)
             key = (parts.scheme, parts.hostname, port)
@@ -105,6 +106,16 @@ class HttpClient:
             detail = scrub(f"{type(e).__name__}: {reason}", self.secrets)
             # from None: a logged traceback would print the original, URL and all
             raise SinkError(f"{self.label}: no answer ({detail})") from None
+
+    def _proxied(self, parts: SplitResult) -> bool:
+        """Whether an ``http(s)_proxy`` of the environment applies (looked up once per host:
+        reading the environment each time costs more than the rest of a request)."""
+        key = (parts.scheme, parts.netloc)
+        if key not in self._via_proxy:
+            host = parts.netloc.rpartition("@")[2]
+            proxied = parts.scheme in urllib.request.getproxies()
+            self._via_proxy[key] = proxied and not urllib.request.proxy_bypass(host)
+        return self._via_proxy[key]
 
     def close(self) -> None:
         with self._lock:
@@ -168,13 +179,6 @@ class HttpClient:
         except urllib.error.HTTPError as e:
             with e:
                 return Reply(e.code, e.headers, e.read(_MAX_BODY))
-
-
-def _proxied(parts: SplitResult) -> bool:
-    proxies = urllib.request.getproxies()
-    if parts.scheme not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc.rpartition("@")[2])
 
 
 def _dropped(sock: Any) -> bool:
