@@ -56,6 +56,10 @@ BATCH = 200  # what the relay reads per XREADGROUP (RelayConfig.batch); the floo
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client that reuses its connection can
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]  # one handler per connection
+
     def do_POST(self) -> None:  # noqa: N802 - the http.server API
         at = time.time()
         length = int(self.headers.get("Content-Length") or 0)
@@ -74,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    connections = 0
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a relay SIGKILLed mid-request resets its connection: expected here
@@ -471,9 +476,11 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
 
 def drain_relay(
     server: Server, receiver: Receiver, relays: Relays, ns: str, total: int, profile: str
-) -> tuple[float, list[tuple[str, float, int]], float]:
-    """Starts a relay on ``ns`` and waits for ``total`` pushes: (start time, arrivals, CPU s)."""
+) -> tuple[float, list[tuple[str, float, int]], float, int]:
+    """Starts a relay on ``ns`` and waits for ``total`` pushes: (start time, arrivals, CPU
+    seconds it used, connections it opened to the receiver)."""
     receiver.take()
+    opened = receiver.server.connections  # type: ignore[attr-defined]
     t0 = time.time()
     proc = relays.start(ns, "bench", profile=profile)
     if not wait_for(lambda: len(receiver.arrivals) >= total, 600, 0.01):
@@ -481,7 +488,7 @@ def drain_relay(
     got = receiver.take()
     cpu = 0.0 if profile else cpu_seconds(proc.pid)
     relays.stop(proc, signal.SIGINT if profile else signal.SIGTERM)
-    return t0, got, cpu
+    return t0, got, cpu, receiver.server.connections - opened  # type: ignore[attr-defined]
 
 
 def drain_floor(
@@ -528,8 +535,8 @@ def throughput(
         print(f"# round {rnd + 1}: made {total:,} events in {took:.1f} s with the library")
         for name in ("floor", "relay") if rnd % 2 == 0 else ("relay", "floor"):
             if name == "relay":
-                t0, got, used = drain_relay(server, receiver, relays, ns, total, "")
-                conns.append(len({port for _, _, port in got}))
+                t0, got, used, opened = drain_relay(server, receiver, relays, ns, total, "")
+                conns.append(opened)
                 cpu.append(used / len(got))
             else:
                 t0, got = drain_floor(server, receiver, r, events, f"floor:thr:{rnd}", total)
@@ -654,7 +661,8 @@ def sigkill(
     drain = end - t0
     after = [at for _, at, _ in got[arrived_before:]] or [t0]
     orphans = set(pending_ids)
-    orphans_done = max((at for e, at, _ in got[arrived_before:] if e in orphans), default=t0)
+    orphans_at = [at for e, at, _ in got[arrived_before:] if e in orphans]
+    orphans_done = f"{max(orphans_at) - t0:.2f} s" if orphans_at else "never"
     print(
         f"# made in {took:.1f} s; {arrived_before:,} arrived before the kill; "
         f"batch in hand (pending for the killed relay): {in_hand:,}"
@@ -664,7 +672,7 @@ def sigkill(
     rate = (len(got) - arrived_before) / drain
     print(
         f"# second relay: first push {after[0] - t0:.2f} s after its start, the killed relay's "
-        f"{in_hand:,} pending entries all pushed at {orphans_done - t0:.2f} s"
+        f"{in_hand:,} pending entries: {len(orphans_at):,} pushed by it, the last at {orphans_done}"
     )
     print(
         f"time to drain with the second relay:     {drain:.2f} s "

@@ -12,7 +12,9 @@ stale. So a relay keeps one push per task in flight: the task's next event is cl
 when the one before was delivered (or dead-lettered). Claimed-but-not-delivered then never
 hides an older push that is still to go out, and a relay taking over a dead one's entries
 finds them in order. For the same reason a starting relay takes over (or waits out) what
-other consumers held when it started before it reads new entries.
+other consumers held when it started before it reads new entries. The price: a slow or
+failing sink delays the next pushes of the same task on the other sinks (until it delivers
+or dead-letters the one in hand), though never those of other tasks.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class Relay:
         self._n_queued = 0
         self._in_flight = 0
         self._released: list[str] = []  # tasks whose push in flight just settled
+        self._in_hand: set[str] = set()  # ids read and not yet acked (queued, held, in flight)
         self._window_ms = int(s.heartbeat_push_seconds * 1000)
         self._workers = [
             SinkWorker(sink, self.config, self._outcomes.put, self.stopping) for sink in self.sinks
@@ -222,8 +225,10 @@ class Relay:
                 continue
             wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
             wait = min(1.0, max(0.001, wake - time.time()))
-            if self._n_queued:
-                # pushes wait for a sink to finish the one before: wake when it does
+            if self._in_flight:
+                # wake when a sink finishes a push: its ack goes out at once (a redelivery
+                # after a crash or a Redis restart is a duplicate push) and the task's next
+                # push can go
                 self._settle(wait=min(wait, 0.05))
                 self._take(self.feed.read(c.batch))
             else:
@@ -260,19 +265,25 @@ class Relay:
 
     def _take(self, events: list[Event]) -> None:
         for event in events:
-            task_id = event.task["taskId"]
-            held = self._held.get(task_id)
-            if held and held.event.id != event.id:
-                # A newer event of the task: the held heartbeat is stale (or replaced).
-                del self._held[task_id]
-                self._ack([held.event.id])
-                self.stats.superseded += 1
-            queued = self._queued.get(task_id)
-            if queued is not None:  # a push of the task is in flight: this one goes after it
-                queued.append(event)
-                self._n_queued += 1
-            else:
-                self._decide(event)
+            # a reconnect re-reads this consumer's pending entries: some are in hand already
+            if event.id not in self._in_hand:
+                self._in_hand.add(event.id)
+                self._route(event)
+
+    def _route(self, event: Event) -> None:
+        task_id = event.task["taskId"]
+        held = self._held.get(task_id)
+        if held and held.event.id != event.id:
+            # A newer event of the task: the held heartbeat is stale (or replaced).
+            del self._held[task_id]
+            self._ack([held.event.id])
+            self.stats.superseded += 1
+        queued = self._queued.get(task_id)
+        if queued is not None:  # a push of the task is in flight: this one goes after it
+            queued.append(event)
+            self._n_queued += 1
+        else:
+            self._decide(event)
 
     def _decide(self, event: Event) -> None:
         verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
@@ -321,7 +332,8 @@ class Relay:
         for task_id in released:  # the task's next events, in order, one of them in flight
             queued = self._queued.pop(task_id, [])
             self._n_queued -= len(queued)
-            self._take(queued)
+            for event in queued:
+                self._route(event)
 
     def _record(self, outcome: _Outcome, done: list[str]) -> None:
         d = outcome.delivery
@@ -341,6 +353,8 @@ class Relay:
 
     def _ack(self, ids: list[str]) -> None:
         if ids:
+            # out of hand first: if the ack fails, a re-read pushes them again (at least once)
+            self._in_hand.difference_update(ids)
             self.feed.ack(ids)
             self.stats.acked += len(ids)
 
