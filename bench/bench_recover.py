@@ -7,7 +7,10 @@ checking each file and putting it back into Redis with its indexes and absolute 
 A second ``recover()`` (nothing to restore) is timed too, and the result is checked: every
 task back, each snapshot equal to its file, no event emitted.
 
-    python bench/bench_recover.py [--quick] [--pin MODE]
+``recover`` sends its restores in pipelines of ``pulse.client.RECOVER_BATCH`` (1000);
+``--batch 1`` shows one round trip per task, as it was before.
+
+    python bench/bench_recover.py [--quick] [--batch N] [--pin MODE]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import redis
 from _common import add_pin_option, redis_server
 
 import pulse
+import pulse.client
 from pulse import model
 from pulse.mirror import Mirror
 
@@ -57,9 +61,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="10,000 tasks instead of 100,000")
     ap.add_argument("--tasks", type=int, help="how many tasks (overrides --quick)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        help="tasks per pipeline (default: pulse.client.RECOVER_BATCH; 1: a round trip each)",
+    )
     add_pin_option(ap)
     a = ap.parse_args()
     count = a.tasks or (10_000 if a.quick else 100_000)
+    if a.batch:
+        pulse.client.RECOVER_BATCH = a.batch
 
     with redis_server(a.pin) as server:
         folder = server.work / "mirror"
@@ -67,6 +78,7 @@ def main() -> None:
         took = write_mirror(mirror, count)
         size = sum(p.stat().st_size for p in mirror) / count
         print(f"# {count:,} mirror files of {size / 1024:.1f} KB written in {took:.1f} s")
+        print(f"# {pulse.client.RECOVER_BATCH} tasks per pipeline (round trip)")
         r = redis.Redis(unix_socket_path=server.socket, decode_responses=True)
         client = pulse.connect(server.url, dir=folder, namespace=NS, tz=timezone.utc)
         r.flushall()

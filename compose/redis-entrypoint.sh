@@ -65,7 +65,7 @@ scope="resetkeys ~pulse:{$ns}:* resetchannels &pulse:{$ns}:*"
 # scripts and what they call; cleanup; `pulse watch`; connection (AUTH/HELLO need no rule)
 agent="-@all +evalsha +eval +hget +hmget +hset +hdel +exists +expire +pexpireat"
 agent="$agent +zadd +zrem +zrange +zrangebylex +zrangebyscore +zrevrange +zrevrangebyscore"
-agent="$agent +del +xadd +publish +subscribe +unsubscribe +ping +select"
+agent="$agent +del +xadd +publish +subscribe +ping +select"
 # consumer groups, lag, dead letters, the sinks' memory
 worker="$agent +xgroup +xreadgroup +xautoclaim +xack +xpending +xinfo +xrange +xlen +xdel"
 worker="$worker +get +set"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,11 +26,15 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import pulse
+import pulse.client
 from pulse.errors import BadValue
+from pulse.events import Pushes
 from pulse.keys import Keys
 from pulse.mirror import Mirror
 from pulse.model import check_id
-from pulse.settings import check_namespace
+from pulse.settings import Settings, check_namespace
+from pulse.transport import connect
 from tests.redis_proc import RedisProc, redis_proc
 
 NS = "test"
@@ -39,13 +43,13 @@ KEY_PREFIX = f"pulse:{{{NS}}}:"
 
 
 @pytest.fixture
-def server() -> RedisProc:
+def server() -> Iterator[RedisProc]:
     with redis_proc() as s:
         yield s
 
 
 @pytest.fixture
-def durable() -> RedisProc:
+def durable() -> Iterator[RedisProc]:
     """A server with an AOF fsynced on every write: a stop and start keeps everything."""
     with redis_proc(persist=True) as s:
         yield s
@@ -86,7 +90,7 @@ def mirror_of(env: dict[str, str]) -> Path:
     return Path(env["PULSE_DIR"]) / NS
 
 
-# -- 1. FLUSHALL, then recover ---------------------------------------------------------------
+# -- FLUSHALL, then recover ------------------------------------------------------------------
 
 
 def test_recover_after_flushall_brings_back_every_snapshot_and_index(env, server):
@@ -144,9 +148,6 @@ def test_recover_after_flushall_brings_back_every_snapshot_and_index(env, server
     assert due == [quiet]
     assert "→ ship" in ok(env, "next", first[:-2], "tested")  # the id index: prefixes resolve
     assert r.xlen(EVENTS) == 1
-
-    from pulse.events import Pushes
-    from pulse.transport import connect
 
     stall = Pushes(connect(server.url), NS, ttl=3600).mark_stalled(time.time(), timezone.utc)
     assert [(e.kind, e.task["taskId"]) for e in stall] == [("stall", quiet)]
@@ -299,7 +300,7 @@ def test_redis_killed_and_restarted_empty_under_load_loses_nothing_acknowledged(
     crew.each_makes(3, crew.acked, "calls before the crash")
 
     server.kill()
-    crew.each_makes(3, crew.journaled, "updates journaled while Redis is down")
+    crew.each_makes(5, crew.journaled, "updates journaled while Redis is down")
     server.start()  # without persistence: empty
     assert r.dbsize() == 0
     report = ok_json(env, "recover", "--from", str(mirror_of(env)))
@@ -337,7 +338,7 @@ def test_redis_stopped_while_agents_keep_calling_every_update_arrives_in_order(
     crew.each_makes(3, crew.acked, "calls before the stop")
 
     durable.stop()
-    crew.each_makes(3, crew.journaled, "updates journaled while Redis is stopped")
+    crew.each_makes(5, crew.journaled, "updates journaled while Redis is stopped")
     durable.start()  # with everything it had: the AOF
     crew.each_makes(3, crew.acked, "calls after the start")
     crew.finish()
@@ -403,7 +404,7 @@ def test_connection_attempts_are_bounded(pulse_env, free_port):
         hang.close()
 
 
-# -- 4. writers killed mid-write --------------------------------------------------------------
+# -- writers killed mid-write -----------------------------------------------------------------
 
 
 def big_task(task_id: str, n: int) -> dict:
@@ -460,7 +461,7 @@ def test_kill_9_during_mirror_writes_never_leaves_a_torn_file(tmp_path):
     assert leftovers  # some kills did land mid-write (about a quarter of them, typically)
 
 
-# -- 5. script cache flushed, Redis restarted between calls ----------------------------------
+# -- script cache flushed, Redis restarted between calls -------------------------------------
 
 
 def test_script_flush_and_restarts_between_calls_fail_no_call(durable, pulse_env):
@@ -482,11 +483,8 @@ def test_script_flush_and_restarts_between_calls_fail_no_call(durable, pulse_env
         ok(env, *args)
 
     # a long-lived client (the Python API, the relay) keeps its connection across both
-    from pulse.client import Client
-    from pulse.settings import Settings
-
     warnings: list[str] = []
-    with Client(Settings.from_env(env), warn=warnings.append) as client:
+    with pulse.client.Client(Settings.from_env(env), warn=warnings.append) as client:
         handle = client.create("api", ["one", "two", "three"])
         r.script_flush()
         handle.next("one done")
@@ -502,7 +500,7 @@ def test_script_flush_and_restarts_between_calls_fail_no_call(durable, pulse_env
     assert not (mirror_of(env) / ".journal.jsonl").exists()
 
 
-# -- 6. fuzzed ids, names and namespaces ------------------------------------------------------
+# -- fuzzed ids, names and namespaces ---------------------------------------------------------
 
 HOSTILE = [
     "..",
@@ -608,7 +606,7 @@ def test_fuzzed_ids_names_and_namespaces_stay_inside_the_folder_and_the_namespac
         if created.returncode == 0:
             assert created.stdout.count("\n") == 1
             new_id = created.stdout.strip()
-            task_id = task_id.format(id=new_id, prefix=new_id[:-3])
+            task_id = {"{id}": new_id, "{prefix}": new_id[:-3]}.get(task_id, task_id)
         else:
             assert refused_cleanly(created), created
         for args in (("next", task_id, name), ("status", task_id), ("done", task_id)):
@@ -627,3 +625,57 @@ def test_fuzzed_ids_names_and_namespaces_stay_inside_the_folder_and_the_namespac
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.is_relative_to(tmp_path / "data"):
             assert path.parent in folders, path
+
+
+# -- recover in pipelines; the journal and stall alerts ---------------------------------------
+
+
+def test_recover_pipelines_restores_and_survives_a_script_flush_in_between(
+    server, tmp_path, monkeypatch
+):
+    class FlushingFirst:
+        """The server's script cache is flushed right before each pipeline goes out."""
+
+        def __init__(self, conn) -> None:
+            self.conn, self.url = conn, conn.url
+
+        def call(self, *args):
+            return self.conn.call(*args)
+
+        def pipeline(self, commands):
+            self.conn.call("SCRIPT", "FLUSH")
+            return self.conn.pipeline(commands)
+
+        def connect(self) -> None:
+            self.conn.connect()
+
+        def close(self) -> None:
+            self.conn.close()
+
+    writer = pulse.connect(server.url, dir=tmp_path, namespace=NS)
+    ids = [writer.create(f"t{i}", ["a", "b"]).id for i in range(10)]
+    writer.next(ids[0], "a done")
+    before = {t: writer.get(t) for t in ids}
+    writer.close()  # the Python API mirrors in the background: wait for its files
+    server.client().flushall()
+
+    monkeypatch.setattr(pulse.client, "RECOVER_BATCH", 3)  # 4 pipelines, the last of 1
+    settings = Settings(redis_url=server.url, namespace=NS, dir=tmp_path)
+    with pulse.client.Client(settings, FlushingFirst(connect(server.url))) as client:
+        report = client.recover()
+        assert (report.restored, report.unchanged, report.refused) == (10, 0, [])
+        assert {t: client.get(t) for t in ids} == before
+        assert client.recover().unchanged == 10
+
+
+def test_a_journaled_update_survives_a_stall_alert_made_before_its_replay(durable, tmp_path):
+    with pulse.connect(durable.url, dir=tmp_path, namespace=NS, stall_seconds=1) as agent:
+        task_id = agent.create("deploy", ["a", "b"]).id
+        durable.stop()
+        assert agent.next(task_id, "a done while Redis was down").task["version"] == 2
+        durable.start()
+        # Redis is back; the relay's stall check comes before the agent's next call
+        Pushes(connect(durable.url), NS, ttl=60).mark_stalled(time.time() + 5, timezone.utc)
+        agent.sync()
+        steps = agent.get(task_id)["steps"]
+    assert steps[0] == {**steps[0], "status": "done", "message": "a done while Redis was down"}

@@ -6,8 +6,20 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("redis", "click", "rich", "dataclasses", "typing", "logging", "hashlib", "asyncio",
-         "ssl", "inspect", "subprocess", "workers")
+HEAVY = (
+    "redis",
+    "click",
+    "rich",
+    "dataclasses",
+    "typing",
+    "logging",
+    "hashlib",
+    "asyncio",
+    "ssl",
+    "inspect",
+    "subprocess",
+    "workers",
+)
 
 
 def test_the_update_path_imports_nothing_heavy():
@@ -21,6 +33,8 @@ def test_the_update_path_imports_nothing_heavy():
 
 
 def test_pulse_never_imports_workers():
-    code = "import sys, pulse.cli.app, pulse.events, pulse.cli.watch; print('workers' in sys.modules)"
+    code = (
+        "import sys, pulse.cli.app, pulse.events, pulse.cli.watch; print('workers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

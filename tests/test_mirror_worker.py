@@ -155,5 +155,12 @@ def test_the_worker_rides_out_a_redis_restart(env, central, workers, server):
     server.start()
     pulse(env, "next", task_id, "b done")
     wait_for(all_current(env, central, [task_id]), "the snapshot after the restarts")
-    assert worker.poll() is None
     assert mirrored(central, task_id)["version"] == 3
+
+    # Redis emptied (its consumer groups with it), the tasks recovered from the mirror
+    server.client().flushall()
+    assert json.loads(pulse(env, "recover", "--json"))["restored"] == 1
+    pulse(env, "next", task_id, "c done")
+    wait_for(all_current(env, central, [task_id]), "the snapshot after FLUSHALL")
+    assert mirrored(central, task_id)["status"] == "done"
+    assert worker.poll() is None

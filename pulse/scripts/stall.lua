@@ -27,11 +27,12 @@ redis.call('ZADD', KEYS[2], now_ms + stall_ms, id)
 if h[4] then
   return false  -- already alerted for this stall
 end
+-- The version stays: `stalled` is derived from the clock, not a change the agent made, and
+-- a journaled update replayed later must still find the version it was made on.
 local t = cjson.decode(h[1])
 t.stalled = true
-t.version = t.version + 1
 local snap = cjson.encode(t)
-redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'stalled', t.version)
+redis.call('HSET', KEYS[1], 'snap', snap, 'stalled', '1')
 local sid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
   'kind', 'stall', 'at', ARGV[3], 'task', snap)
 redis.call('PUBLISH', ARGV[5],
