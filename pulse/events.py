@@ -1,5 +1,6 @@
-"""The namespace's events as the workers read them: consumer groups, push claims, stall
-alerts, sink memory and dead letters. Like ``store``, the only other module that knows Redis.
+"""The namespace's events as the workers read them: consumer groups, push claims and marks,
+stall alerts, sink memory and dead letters. Like ``store``, the only other module that knows
+Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 _STALL = Script("stall")
 _CLAIM = Script("claim")
+_SENT = Script("sent")
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class Feed:
 
 
 class Pushes:
-    """What the relays share about pushing: claims, stall alerts, memory, dead letters."""
+    """What the relays share about pushing: claims, marks, stall alerts, memory, dead letters."""
 
     def __init__(
         self, conn: Connection, namespace: str, *, ttl: int, stream_maxlen: int = STREAM_MAXLEN
@@ -148,13 +150,23 @@ class Pushes:
         self.stream_maxlen = stream_maxlen
 
     def claim(self, event: Event, now_ms: int, heartbeat_window_ms: int) -> tuple[str, int]:
-        """('send', 0), ('stale', 0) or ('wait', ms): may this event be pushed now?"""
+        """('send', 0) or ('wait', ms): may this event be pushed now? Only heartbeats are
+        ever held back (the throttle); other kinds always go."""
         reply = _CLAIM(
             self.conn,
             [self.keys.pushed(event.task["taskId"])],
             [event.id, event.kind, now_ms, heartbeat_window_ms, self.ttl],
         )
         return reply[0], int(reply[1]) if len(reply) > 1 else 0
+
+    def mark_sent(self, event: Event, sink: str) -> str:
+        """'send' or 'stale': mark ``event`` as the one ``sink`` pushes now for its task, unless
+        that sink was already given a newer event of the task (then skip this one)."""
+        return _SENT(
+            self.conn,
+            [self.keys.pushed(event.task["taskId"])],
+            [event.id, f"sent:{sink}", self.ttl],
+        )
 
     def mark_stalled(self, now: float, tz: tzinfo, limit: int = 100) -> list[Event]:
         """Emit `stall` for running tasks quiet past their stall time; one per stall."""

@@ -54,7 +54,8 @@ class Keys:
         return f"{self.prefix}events"
 
     def pushed(self, task_id: str) -> str:
-        """Hash of what the relays pushed for a task: last event id, last heartbeat time."""
+        """Hash of what the relays pushed for a task: the heartbeat that took the last window
+        and when, and per sink the last event it was given (``sent:<sink name>``)."""
         return f"{self.prefix}pushed:{task_id}"
 
     def memory(self, key: str) -> str:

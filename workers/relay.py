@@ -1,20 +1,17 @@
 """The relay: reads every event of a namespace through a consumer group and pushes it to the
 configured sinks, throttled, at least once, with stall alerts.
 
-One thread talks to Redis (reads, claims, acks, dead letters, stall checks); each sink has a
-thread of its own, so one slow or broken sink never holds up the others. An event is acked
-when every sink has delivered it or dead-lettered it; until then it stays pending in the
-group, so a relay killed at any moment loses nothing: a restart, or another relay after
-``claim_idle``, takes the entry over (XAUTOCLAIM) and pushes it again.
+One thread talks to Redis (reads, heartbeat claims, acks, dead letters, stall checks) and
+hands every event to every sink at once; each sink has a thread (and a Redis connection) of
+its own, so one slow or broken sink never holds up the others. An event is acked when every
+sink has delivered it, skipped it as stale or dead-lettered it; until then it stays pending
+in the group, so a relay killed at any moment loses nothing: a restart, or another relay
+after ``claim_idle``, takes the entry over (XAUTOCLAIM) and pushes it again.
 
-Claims (claim.lua) remember the newest event claimed per task, and an older one is dropped as
-stale. So a relay keeps one push per task in flight: the task's next event is claimed only
-when the one before was delivered (or dead-lettered). Claimed-but-not-delivered then never
-hides an older push that is still to go out, and a relay taking over a dead one's entries
-finds them in order. For the same reason a starting relay takes over (or waits out) what
-other consumers held when it started before it reads new entries. The price: a slow or
-failing sink delays the next pushes of the same task on the other sinks (until it delivers
-or dead-letters the one in hand), though never those of other tasks.
+Order per task and sink: right before a push, its sink marks the event as the last of the
+task it was given (sent.lua), or skips it if it was given a newer one. A sink's queue is FIFO,
+so after a crash an entry older than the mark went out already and the marked one goes again;
+a starting relay takes over what others held before reading new entries the marks would beat.
 """
 
 from __future__ import annotations
@@ -24,14 +21,16 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pulse import render
+from pulse.client import open_connection
 from pulse.errors import BackendUnavailable
 from pulse.events import Event, Feed, Pushes
 from pulse.settings import Settings
-from pulse.transport import Connection
+from pulse.transport import Connection, ReplyError
 
 from .sinks import Push, Sink, SinkError
 
@@ -55,8 +54,8 @@ class RelayConfig:
 class Stats:
     delivered: int = 0
     dead: int = 0
-    stale: int = 0
-    superseded: int = 0
+    stale: int = 0  # pushes a sink skipped: it was given a newer event of the task
+    superseded: int = 0  # heartbeats a newer event made needless
     acked: int = 0
 
 
@@ -77,22 +76,30 @@ class _Held:
 class _Outcome:
     delivery: _Delivery
     sink: str
-    error: str | None = None  # None: delivered
+    error: str | None = None  # None: delivered (or skipped as stale)
     abandoned: bool = False  # the relay is stopping: leave the entry pending
+    stale: bool = False  # the sink was given a newer event of the task: skipped
 
 
 class SinkWorker(threading.Thread):
-    """Delivers pushes to one sink in order, retrying with backoff and jitter."""
+    """Delivers pushes to one sink in order, retrying with backoff and jitter.
+
+    ``marker`` names the sink in the task's push state (``sink.name``, made unique).
+    """
 
     def __init__(
         self,
         sink: Sink,
+        marker: str,
+        pushes: Pushes,
         config: RelayConfig,
         report: Callable[[_Outcome], None],
         stopping: threading.Event,
     ) -> None:
         super().__init__(name=f"sink {sink.name}", daemon=True)
         self.sink = sink
+        self.marker = marker
+        self.pushes = pushes
         self.config = config
         self.report = report
         self.stopping = stopping
@@ -102,9 +109,31 @@ class SinkWorker(threading.Thread):
         while (item := self.queue.get()) is not None:
             self.report(self._deliver(item))
         self.sink.close()
+        self.pushes.conn.close()
+
+    def _mark(self, event: Event) -> str | None:
+        """'send' or 'stale' (sent.lua); None when the relay stops first. Waits out Redis."""
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                return self.pushes.mark_sent(event, self.marker)
+            except Exception as e:  # Redis restarting: the entry stays pending meanwhile
+                log.warning(
+                    "%s: cannot mark %s (%s); retrying in %.1fs", self.sink.name, event.id, e, delay
+                )
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return None
 
     def _deliver(self, delivery: _Delivery) -> _Outcome:
         push, c = delivery.push, self.config
+        # Stopping: only the push in hand is finished; what is queued stays pending, unmarked.
+        verdict = self._mark(delivery.event)
+        if verdict is None:
+            return _Outcome(delivery, self.sink.name, abandoned=True)
+        if verdict == "stale":
+            log.info("skipped %s %s: %s had a newer one", push.kind, push.event_id, self.sink.name)
+            return _Outcome(delivery, self.sink.name, stale=True)
         error = "not tried"
         for attempt in range(1, c.tries + 1):
             start = time.monotonic()
@@ -160,6 +189,8 @@ class Relay:
     settings: Settings
     sinks: list[Sink]
     config: RelayConfig = field(default_factory=RelayConfig)
+    # a connection of its own for each sink thread; default: open_connection(settings)
+    connect: Callable[[], Connection] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -169,16 +200,19 @@ class Relay:
         self.stats = Stats()
         self._outcomes: queue.Queue[_Outcome] = queue.Queue()
         self._held: dict[str, _Held] = {}
-        # task id -> its events read while one of its pushes is in flight, in stream order
-        self._queued: dict[str, list[Event]] = {}
-        self._n_queued = 0
         self._in_flight = 0
-        self._released: list[str] = []  # tasks whose push in flight just settled
-        self._in_hand: set[str] = set()  # ids read and not yet acked (queued, held, in flight)
+        self._in_hand: set[str] = set()  # ids read and not yet acked (held, in flight)
         self._window_ms = int(s.heartbeat_push_seconds * 1000)
-        self._workers = [
-            SinkWorker(sink, self.config, self._outcomes.put, self.stopping) for sink in self.sinks
-        ]
+        connect = self.connect or (lambda: open_connection(s))
+        self._workers: list[SinkWorker] = []
+        names: Counter[str] = Counter()
+        for sink in self.sinks:
+            names[sink.name] += 1  # two sinks of one name keep their marks apart
+            marker = sink.name + (f"#{names[sink.name]}" if names[sink.name] > 1 else "")
+            pushes = Pushes(connect(), s.namespace, ttl=s.retention_seconds)
+            self._workers.append(
+                SinkWorker(sink, marker, pushes, self.config, self._outcomes.put, self.stopping)
+            )
 
     def stop(self) -> None:
         """Finish the pushes in hand and return from ``run``."""
@@ -189,11 +223,17 @@ class Relay:
             w.start()
         delay = 0.1
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
                 self._loop()
-            except BackendUnavailable as e:
-                # Redis restarting or unreachable: pending entries stay in the group, so
-                # waiting and reading on loses nothing.
+            except (BackendUnavailable, ReplyError) as e:
+                # Redis restarting or unreachable, or emptied (FLUSHALL, a restart without
+                # persistence: NOGROUP): pending entries stay in the group, and the next
+                # round makes the group again, so waiting and reading on loses nothing.
+                if isinstance(e, ReplyError) and "NOGROUP" not in str(e):
+                    raise
+                if time.monotonic() - started > 30:
+                    delay = 0.1  # it had been running fine: a new outage starts over
                 log.warning("%s; retrying in %.1fs", e, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
@@ -220,15 +260,14 @@ class Relay:
                 self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
                 next_claim = now + max(0.5, c.claim_idle / 2)
             self._release_held(now)
-            if self._in_flight + self._n_queued >= c.max_in_flight:
+            if self._in_flight >= c.max_in_flight:
                 self._settle(wait=0.05)
                 continue
             wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
             wait = min(1.0, max(0.001, wake - time.time()))
             if self._in_flight:
                 # wake when a sink finishes a push: its ack goes out at once (a redelivery
-                # after a crash or a Redis restart is a duplicate push) and the task's next
-                # push can go
+                # after a crash or a Redis restart is a duplicate push)
                 self._settle(wait=min(wait, 0.05))
                 self._take(self.feed.read(c.batch))
             else:
@@ -237,7 +276,7 @@ class Relay:
     def _adopt(self) -> None:
         """Take over the entries other consumers held when this relay started (a dead relay's
         after ``claim_idle``), or see them acked, before reading any new entry: a newer event
-        of the same task claimed first would make them stale, and so lose them."""
+        of the same task pushed first would make them stale on its sinks, and so lose them."""
         c, events = self.config, self.feed.keys.events
         summary = self.conn.call("XPENDING", events, c.group)
         if not summary or not summary[0]:
@@ -250,7 +289,7 @@ class Relay:
             self._take(got)
             if not got and (time.time() > deadline or not self._held_by_others(upto)):
                 return
-            if self._in_flight + self._n_queued >= c.max_in_flight or not got:
+            if self._in_flight >= c.max_in_flight or not got:
                 self._settle(wait=min(0.1, c.claim_idle / 4))
 
     def _held_by_others(self, upto: str) -> bool:
@@ -278,19 +317,14 @@ class Relay:
             del self._held[task_id]
             self._ack([held.event.id])
             self.stats.superseded += 1
-        queued = self._queued.get(task_id)
-        if queued is not None:  # a push of the task is in flight: this one goes after it
-            queued.append(event)
-            self._n_queued += 1
-        else:
-            self._decide(event)
+        self._decide(event)
 
     def _decide(self, event: Event) -> None:
+        if event.kind != "heartbeat":  # only heartbeats are throttled
+            self._dispatch(event)
+            return
         verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
-        if verdict == "stale":
-            self.stats.stale += 1
-            self._ack([event.id])
-        elif verdict == "wait":
+        if verdict == "wait":
             self._held[event.task["taskId"]] = _Held(event, time.time() + wait_ms / 1000)
         else:
             self._dispatch(event)
@@ -309,7 +343,6 @@ class Relay:
             return
         delivery = _Delivery(event, push, remaining=len(self._workers))
         self._in_flight += 1
-        self._queued[event.task["taskId"]] = []
         for w in self._workers:
             w.queue.put(delivery)
 
@@ -326,21 +359,15 @@ class Relay:
         except queue.Empty:
             pass
         self._ack(done)
-        if self.stopping.is_set():
-            return  # nothing new goes out: what is queued stays pending for the next relay
-        released, self._released = self._released, []
-        for task_id in released:  # the task's next events, in order, one of them in flight
-            queued = self._queued.pop(task_id, [])
-            self._n_queued -= len(queued)
-            for event in queued:
-                self._route(event)
 
     def _record(self, outcome: _Outcome, done: list[str]) -> None:
         d = outcome.delivery
         if outcome.abandoned:
             d.remaining = -1  # never acked: stays pending for a restart or another relay
             return
-        if outcome.error is None:
+        if outcome.stale:
+            self.stats.stale += 1
+        elif outcome.error is None:
             self.stats.delivered += 1
         else:
             self.pushes.dead_letter(outcome.sink, outcome.error, d.event)
@@ -349,7 +376,6 @@ class Relay:
         if d.remaining == 0:
             done.append(d.event.id)
             self._in_flight -= 1
-            self._released.append(d.event.task["taskId"])
 
     def _ack(self, ids: list[str]) -> None:
         if ids:
@@ -368,7 +394,10 @@ class Relay:
 
 
 def redrive(pushes: Pushes, sinks: list[Sink], lang: str) -> tuple[int, int]:
-    """Send dead letters again through the sink they failed on; (sent, still failing)."""
+    """Send dead letters again through the sink they failed on; (sent, still failing).
+
+    An explicit resend: no heartbeat throttle and no stale check (the sink has newer pushes).
+    """
     by_name = {s.name: s for s in sinks}
     sent, failing = 0, 0
     for letter in pushes.dead_letters():
