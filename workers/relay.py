@@ -320,7 +320,7 @@ class Relay:
         self._decide(event)
 
     def _decide(self, event: Event) -> None:
-        if event.kind != "heartbeat":  # only heartbeats are throttled
+        if event.kind != "heartbeat" or self._window_ms <= 0:  # only heartbeats are throttled
             self._dispatch(event)
             return
         verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
