@@ -306,7 +306,7 @@ class Client:
         """Replay the journal of updates kept while Redis was unreachable; how many applied."""
         applied = 0
         with self.journal.replaying() as entries:
-            for entry in entries or []:
+            for entry in entries:
                 applied += self._replay(entry)
         return applied
 

@@ -33,7 +33,7 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append durably: the line is on disk when this returns. Raises OSError."""
-        with self._locked(wait=True):
+        with self._locked():
             _append(self.path, entry)
 
     def reject(self, entry: dict[str, Any], reason: str) -> None:
@@ -41,16 +41,13 @@ class Journal:
         _append(self.folder / REJECTED, {**entry, "rejected": reason})
 
     @contextmanager
-    def replaying(self) -> Iterator[list[dict[str, Any]] | None]:
+    def replaying(self) -> Iterator[list[dict[str, Any]]]:
         """The entries in order, under the lock (one process replays at a time, and nobody
         appends meanwhile); the journal is removed when the block ends without an error.
 
         Waits while another process replays: a call that went on to Redis meanwhile would
         overtake the journaled updates of its own task (tests/test_faults.py)."""
-        with self._locked(wait=True) as locked:
-            if not locked:
-                yield None
-                return
+        with self._locked():
             try:
                 text = self.path.read_text(encoding="utf-8")
             except FileNotFoundError:
@@ -66,17 +63,13 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
     @contextmanager
-    def _locked(self, *, wait: bool) -> Iterator[bool]:
+    def _locked(self) -> Iterator[None]:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".journal.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:
