@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_proc import answers
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,17 +28,6 @@ class RedisServer:
     socket: str
     binary: str
     pid: int
-
-
-def _answers(path: str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            sock.connect(path)
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +50,7 @@ def redis_server() -> Iterator[RedisServer]:
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not _answers(path):
+        while not answers(path):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
                 pytest.fail(f"test redis-server did not start (exit {proc.poll()}): {tail}")

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _answers(path: str) -> bool:
+def answers(path: str) -> bool:
+    """Whether a redis-server answers PING on this unix socket (NOAUTH counts: it is up)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
@@ -60,7 +61,7 @@ class RedisProc:
         )
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _answers(self.socket):
+        while not answers(self.socket):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server did not start: {log}")

