@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import model
+from .connection import open_connection
 from .errors import (
     BackendUnavailable,
     BadValue,
@@ -427,36 +428,6 @@ class TaskHandle:
 
     def error(self, message: str) -> Change:
         return self._do("error", message)
-
-
-def open_connection(settings: Settings) -> Connection:
-    """A connection to PULSE_REDIS_URL, or to the embedded server, started on first use."""
-    from .transport import connect
-
-    if settings.redis_url:
-        return connect(settings.redis_url)
-    from .embedded import EmbeddedServer
-
-    server = EmbeddedServer()
-    conn = connect(server.url)
-    try:
-        conn.connect()
-    except BackendUnavailable:
-        server.start()
-        conn = connect(server.url)
-    return conn
-
-
-def redis_url(settings: Settings) -> str:
-    """PULSE_REDIS_URL, or the embedded server's URL once it runs (for redis-py users)."""
-    if settings.redis_url:
-        return settings.redis_url
-    from .embedded import EmbeddedServer
-
-    server = EmbeddedServer()
-    if not server.is_running():
-        server.start()
-    return server.url
 
 
 def _ms(moment: datetime) -> int:

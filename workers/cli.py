@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from pulse.client import open_connection
+from pulse.connection import open_connection
 from pulse.errors import PulseError
 from pulse.events import Feed, Pushes
 from pulse.mirror import Mirror

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pulse import render
-from pulse.client import open_connection
+from pulse.connection import open_connection
 from pulse.errors import BackendUnavailable
 from pulse.events import Event, Feed, Pushes
 from pulse.settings import Settings

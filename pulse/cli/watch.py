@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from .. import render
-from ..client import redis_url
+from ..connection import redis_url
 from ..events import Event, listen
 from .commands import Globals, out
 
