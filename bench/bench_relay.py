@@ -712,7 +712,7 @@ def explain_lost(r: redis.Redis, key: str, lost: list[str], counts: Counter[str]
     stale = sum(1 for e in lost if _newer(newest.get(task_of[e]), e))
     print(
         f"  of the lost, {stale} are older than an event of their task that was pushed "
-        "(dropped as stale by claim.lua after the restart)"
+        "(skipped as stale by a sink's sent.lua mark after the restart)"
     )
 
 
