@@ -185,16 +185,10 @@ class Store:
 
     def remove(self, task_ids: list[str]) -> None:
         """Delete tasks and their index entries (finished ones, for cleanup)."""
-        k = self.keys
-        if not task_ids:
-            return
-        self._pipeline(
-            [("DEL", *[k.task(t) for t in task_ids])]
-            + [
-                (cmd, key, *task_ids)
-                for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
-            ]
-        )
+        if task_ids:
+            self._pipeline(
+                [("DEL", *[self.keys.task(t) for t in task_ids]), *self._unindex(task_ids)]
+            )
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -269,20 +263,18 @@ class Store:
         self._prune(gone)
         return [_task(s) for s in snaps if s is not None]
 
-    def count(self) -> int:
-        return self._call("ZCARD", self.keys.updated)
-
     # -- plumbing ------------------------------------------------------------------------
 
     def _prune(self, gone: list[str]) -> None:
         if gone:
-            k = self.keys
-            self._pipeline(
-                [
-                    (cmd, key, *gone)
-                    for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
-                ]
-            )
+            self._pipeline(self._unindex(gone))
+
+    def _unindex(self, task_ids: list[str]) -> list[tuple[Any, ...]]:
+        k = self.keys
+        return [
+            (cmd, key, *task_ids)
+            for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
+        ]
 
     def _call(self, *args: Any) -> Any:
         try:
