@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from .model import Task
 
 _STALL = Script("stall")
-_CLAIM = Script("claim")
-_SENT = Script("sent")
+_PUSH = Script("push")
+_RELAYS = Script("relays")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,46 @@ def entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair: ids compare by milliseconds, then sequence."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def group_positions(conn: Connection, namespace: str) -> dict[str, str]:
+    """Each consumer group of the namespace's stream, and the last entry it was given."""
+    try:
+        groups = conn.call("XINFO", "GROUPS", Keys(namespace).events)
+    except ReplyError as e:
+        if "no such key" in str(e):
+            return {}
+        raise
+    positions = {}
+    for g in groups:
+        info = dict(zip(g[::2], g[1::2], strict=True))
+        positions[info["name"]] = info["last-delivered-id"]
+    return positions
+
+
+Ack = tuple[str, list[str]]  # a consumer group and entries it is done with
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """push.lua's answer: 'send', 'stale' or 'wait' (``wait_ms``), and the sink's marks for
+    the task after it (``last``: the event it was last given, ``heartbeat_ms``: when it was
+    last given a heartbeat; '' and 0 if never)."""
+
+    verdict: str
+    wait_ms: int
+    last: str
+    heartbeat_ms: int
+
+    @classmethod
+    def of(cls, reply: list[str]) -> Verdict:
+        return cls(reply[0], int(reply[1]), reply[2], int(reply[3] or 0))
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     id: str
@@ -64,24 +104,43 @@ class Feed:
 
     def __init__(self, conn: Connection, namespace: str, group: str, consumer: str) -> None:
         self.conn = conn
+        self.namespace = namespace
         self.keys = Keys(namespace)
         self.group = group
         self.consumer = consumer
 
-    def ensure_group(self) -> None:
-        """Create the group if missing; a new group starts at the stream's beginning."""
+    def ensure_group(self, start: str = "0") -> None:
+        """Create the group if missing, reading from ``start`` on ("0": the stream's beginning,
+        "$": only entries added from now on)."""
         try:
-            self.conn.call("XGROUP", "CREATE", self.keys.events, self.group, "0", "MKSTREAM")
+            self.conn.call("XGROUP", "CREATE", self.keys.events, self.group, start, "MKSTREAM")
         except ReplyError as e:
             if "BUSYGROUP" not in str(e):
                 raise BackendError(f"cannot create consumer group {self.group}: {e}") from None
 
-    def read(self, count: int, block_ms: int | None = None, *, own: bool = False) -> list[Event]:
-        """New entries (or, with ``own``, those delivered to this consumer and not acked)."""
+    def read(
+        self,
+        count: int,
+        block_ms: int | None = None,
+        *,
+        own: bool = False,
+        ack: list[str] | None = None,
+    ) -> list[Event]:
+        """New entries (or, with ``own``, those delivered to this consumer and not acked).
+
+        ``ack``: entries to acknowledge first, in the same round trip.
+        """
         args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
         if block_ms is not None:
             args += ["BLOCK", block_ms]
-        reply = self.conn.call(*args, "STREAMS", self.keys.events, "0" if own else ">")
+        args += ["STREAMS", self.keys.events, "0" if own else ">"]
+        if ack:
+            acked, reply = self.conn.pipeline([["XACK", self.keys.events, self.group, *ack], args])
+            for r in (acked, reply):
+                if isinstance(r, ReplyError):
+                    raise r
+        else:
+            reply = self.conn.call(*args)
         if not reply:
             return []
         return self._events(reply[0][1])
@@ -118,17 +177,16 @@ class Feed:
         return events
 
     def lag(self) -> dict[str, Any]:
-        """Pending entries, the age of the oldest, and entries not yet delivered."""
+        """Pending entries, the age of the oldest, and entries not yet delivered (a group not
+        made yet has every entry of the stream still to read)."""
         k = self.keys
-        summary = self.conn.call("XPENDING", k.events, self.group)
-        pending, oldest = int(summary[0] or 0), summary[1]
-        groups = self.conn.call("XINFO", "GROUPS", k.events)
-        last = "0-0"
-        for g in groups:
-            info = dict(zip(g[::2], g[1::2], strict=True))
-            if info["name"] == self.group:
-                last = info["last-delivered-id"]
-        undelivered = len(self.conn.call("XRANGE", k.events, f"({last}", "+", "COUNT", 10001))
+        last = group_positions(self.conn, self.namespace).get(self.group)
+        pending, oldest = 0, None
+        if last is not None:
+            summary = self.conn.call("XPENDING", k.events, self.group)
+            pending, oldest = int(summary[0] or 0), summary[1]
+        start = f"({last}" if last else "-"
+        undelivered = len(self.conn.call("XRANGE", k.events, start, "+", "COUNT", 10001))
         now_ms = int(time.time() * 1000)
         return {
             "pending": pending,
@@ -139,7 +197,7 @@ class Feed:
 
 
 class Pushes:
-    """What the relays share about pushing: claims, marks, stall alerts, memory, dead letters."""
+    """What the relays share about pushing: push decisions, stall alerts, memory, dead letters."""
 
     def __init__(
         self, conn: Connection, namespace: str, *, ttl: int, stream_maxlen: int = STREAM_MAXLEN
@@ -148,25 +206,48 @@ class Pushes:
         self.keys = Keys(namespace)
         self.ttl = ttl
         self.stream_maxlen = stream_maxlen
+        self._ahead: tuple[list[str], list[Any]] | None = None  # mark_ahead awaiting marked
 
-    def claim(self, event: Event, now_ms: int, heartbeat_window_ms: int) -> tuple[str, int]:
-        """('send', 0) or ('wait', ms): may this event be pushed now? Only heartbeats are
-        ever held back (the throttle); other kinds always go."""
-        reply = _CLAIM(
-            self.conn,
-            [self.keys.pushed(event.task["taskId"])],
-            [event.id, event.kind, now_ms, heartbeat_window_ms, self.ttl],
-        )
-        return reply[0], int(reply[1]) if len(reply) > 1 else 0
+    def decide(
+        self, event: Event, sink: str, now_ms: int, window_ms: int, ack: Ack | None = None
+    ) -> Verdict:
+        """May ``sink`` push ``event`` now (push.lua)? It is marked as the one the sink was
+        given if so: never an older event of a task after a newer one, and heartbeats held
+        back to one per window (``window_ms``; 0: no throttle). ``ack``: (group, entry ids)
+        to acknowledge in the same round trip."""
+        keys, args = self._push_args(event, sink, now_ms, window_ms, "0")
+        return Verdict.of(_PUSH(self.conn, keys, args, self._ack(ack)))
 
-    def mark_sent(self, event: Event, sink: str) -> str:
-        """'send' or 'stale': mark ``event`` as the one ``sink`` pushes now for its task, unless
-        that sink was already given a newer event of the task (then skip this one)."""
-        return _SENT(
-            self.conn,
-            [self.keys.pushed(event.task["taskId"])],
-            [event.id, f"sent:{sink}", self.ttl],
-        )
+    def mark_ahead(
+        self, event: Event, sink: str, now_ms: int, window_ms: int, ack: Ack | None = None
+    ) -> None:
+        """Mark ``event`` as pushed to ``sink``, decided without asking (a relay alone): sent
+        now, read with ``marked`` after the push, and nothing else on this connection between."""
+        self._ahead = self._push_args(event, sink, now_ms, window_ms, "1")
+        _PUSH.send(self.conn, *self._ahead, self._ack(ack))
+
+    def _ack(self, ack: Ack | None) -> list[list[Any]]:
+        if not ack or not ack[1]:
+            return []
+        group, ids = ack
+        return [["XACK", self.keys.events, group, *ids]]
+
+    def marked(self) -> Verdict:
+        """What push.lua would have decided for the event ``mark_ahead`` marked."""
+        args, self._ahead = self._ahead, None
+        assert args is not None, "marked() without mark_ahead()"
+        return Verdict.of(_PUSH.receive(self.conn, *args))
+
+    def _push_args(
+        self, event: Event, sink: str, now_ms: int, window_ms: int, forced: str
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.pushed(event.task["taskId"])]
+        return keys, [event.id, event.kind, sink, now_ms, window_ms, self.ttl, forced]
+
+    def register(self, group: str, name: str, lease_ms: int) -> int:
+        """Renew this relay's entry among the group's relays; how many are there (relays.lua).
+        ``lease_ms`` 0: leave."""
+        return _RELAYS(self.conn, [self.keys.relays(group)], [name, lease_ms])
 
     def mark_stalled(self, now: float, tz: tzinfo, limit: int = 100) -> list[Event]:
         """Emit `stall` for running tasks quiet past their stall time; one per stall."""

@@ -54,9 +54,13 @@ class Keys:
         return f"{self.prefix}events"
 
     def pushed(self, task_id: str) -> str:
-        """Hash of what the relays pushed for a task: the heartbeat that took the last window
-        and when, and per sink the last event it was given (``sent:<sink name>``)."""
+        """Hash of what the relays pushed for a task, per sink: the last event it was given
+        (``sent:<sink name>``) and when it was last given a heartbeat (``hb:<sink name>``)."""
         return f"{self.prefix}pushed:{task_id}"
+
+    def relays(self, group: str) -> str:
+        """Sorted set of the relays of a consumer group, scored by when each entry lapses."""
+        return f"{self.prefix}relays:{group}"
 
     def memory(self, key: str) -> str:
         """String a sink keeps across pushes, e.g. the chat message it edits for a task."""

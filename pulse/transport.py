@@ -34,6 +34,8 @@ class Connection(Protocol):
 
     def call(self, *args: Any) -> Any: ...  # one round trip; raises ReplyError
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...  # errors in list
+    def send(self, commands: Sequence[Sequence[Any]]) -> None: ...  # then nothing but receive()
+    def receive(self) -> list[Any]: ...  # the replies to send(), errors in the list
     def connect(self) -> None: ...  # eager connect, for a reachability check
     def close(self) -> None: ...
 
@@ -86,6 +88,18 @@ class _Calls:
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return self._exchange(commands) if commands else []
+
+    # Commands sent now and their replies read later, so the caller works meanwhile. Here
+    # they simply run at receive(); SocketConnection really writes them at send().
+    _sent: Sequence[Sequence[Any]] | None = None
+
+    def send(self, commands: Sequence[Sequence[Any]]) -> None:
+        self._sent = commands
+
+    def receive(self) -> list[Any]:
+        commands, self._sent = self._sent, None
+        assert commands is not None, "receive() without send()"
+        return self.pipeline(commands)
 
 
 class SocketConnection(_Calls):
@@ -140,6 +154,7 @@ class SocketConnection(_Calls):
         self._hello = [(what, hiredis.pack_command(command)) for what, command in hello]
         self._sock: socket.socket | None = None
         self._reader: Any = None
+        self._owed: tuple[list[tuple[str, bytes]], int] | None = None  # send() awaiting receive()
 
     def connect(self) -> None:
         if self._sock is not None:
@@ -203,6 +218,18 @@ class SocketConnection(_Calls):
             self._reader.feed(data)
 
     def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        return self._collect(self._write(commands), len(commands))
+
+    def send(self, commands: Sequence[Sequence[Any]]) -> None:
+        self._owed = (self._write(commands), len(commands))
+
+    def receive(self) -> list[Any]:
+        owed, self._owed = self._owed, None
+        assert owed is not None, "receive() without send()"
+        return self._collect(*owed)
+
+    def _write(self, commands: Sequence[Sequence[Any]]) -> list[tuple[str, bytes]]:
+        """Send ``commands`` (after the login, on a new connection); the login sent."""
         if not all(commands):
             raise ValueError("an empty Redis command")
         payload = b"".join([hiredis.pack_command(tuple(c)) for c in commands])  # before sending
@@ -213,11 +240,23 @@ class SocketConnection(_Calls):
             self.connect()
             hello = self._hello
             payload = b"".join(p for _, p in hello) + payload
-        sock = self._sock
-        assert sock is not None
+        assert self._sock is not None
         try:
-            sock.sendall(payload)
-            replies = [self._read(sock) for _ in range(len(hello) + len(commands))]
+            self._sock.sendall(payload)
+        except OSError as e:
+            self.close()
+            raise BackendUnavailable(
+                f"lost the connection to Redis at {self.url} (the command may have run): "
+                f"{self._why(e)}"
+            ) from e
+        return hello
+
+    def _collect(self, hello: list[tuple[str, bytes]], count: int) -> list[Any]:
+        sock = self._sock
+        if sock is None:
+            raise BackendUnavailable(f"lost the connection to Redis at {self.url}")
+        try:
+            replies = [self._read(sock) for _ in range(len(hello) + count)]
         except (OSError, hiredis.ProtocolError) as e:
             self.close()
             raise BackendUnavailable(

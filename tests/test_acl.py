@@ -227,7 +227,7 @@ def test_the_worker_user_runs_the_relay_its_check_and_the_mirror(
     try:
         task_id = ok(agent_env, "create", "deploy", "build", "ship", "--stall", "1").strip()
         ok(agent_env, "next", task_id, "built")
-        wait_for(lambda: "stall" in kinds(pushes), "the stall alert")  # stall.lua, claim.lua
+        wait_for(lambda: "stall" in kinds(pushes), "the stall alert")  # stall.lua, push.lua
         ok(agent_env, "done", task_id, "shipped")
         wait_for(lambda: kinds(pushes)[-1:] == ["done"], "the done push")
         snapshot = out / NS / f"{task_id}.json"
@@ -325,7 +325,8 @@ def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     feed.read(100, own=True)
     feed.autoclaim(0, 100)
     pushes = Pushes(conn, NS, ttl=60)
-    pushes.claim(events[0], int(time.time() * 1000), 1000)
+    pushes.decide(events[0], "sink", int(time.time() * 1000), 1000)
+    assert pushes.register("relay", "one", 5000) == 1  # the relay's presence
     feed.ack([e.id for e in events])
     feed.lag()
     pushes.set("message", "42")

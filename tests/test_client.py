@@ -123,11 +123,19 @@ def test_recover_reads_seed_skill_files(client: Client, tmp_path: Path):
     seed = tmp_path / "seed"
     seed.mkdir()
     now = "2026-11-25T10:00:00+08:00"
-    (seed / "pub-20261125-100000-abcd.json").write_text(json.dumps({
-        "taskId": "pub-20261125-100000-abcd", "taskName": "发布", "status": "running",
-        "startedAt": now, "updatedAt": model.iso(datetime.now().astimezone()),
-        "steps": [{"name": "写", "status": "done"}, {"name": "发", "status": "running"}],
-    }, ensure_ascii=False))
+    (seed / "pub-20261125-100000-abcd.json").write_text(
+        json.dumps(
+            {
+                "taskId": "pub-20261125-100000-abcd",
+                "taskName": "发布",
+                "status": "running",
+                "startedAt": now,
+                "updatedAt": model.iso(datetime.now().astimezone()),
+                "steps": [{"name": "写", "status": "done"}, {"name": "发", "status": "running"}],
+            },
+            ensure_ascii=False,
+        )
+    )
     (seed / "junk.json").write_text("{not json")
     report = client.recover(seed)
     assert report.restored == 1 and len(report.refused) == 1

@@ -10,14 +10,16 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pulse.connection import open_connection
-from pulse.errors import PulseError
-from pulse.events import Feed, Pushes
+from pulse.errors import BackendError, PulseError
+from pulse.events import Feed, Pushes, group_positions
 from pulse.mirror import Mirror
 from pulse.settings import Settings, check_namespace
+from pulse.transport import Connection, ReplyError
 
 from .mirror import MirrorWorker
 from .relay import Relay, RelayConfig
@@ -35,6 +37,34 @@ def _sinks(urls: tuple[str, ...], settings: Settings) -> list[Sink]:
         )
         sinks.append(open_sink(url, memory=memory, settings=settings))
     return sinks
+
+
+def _check(conn: Connection, namespace: str, group: str, dead: int, as_json: bool) -> str:
+    """Lag of the relay's sink groups (``<group>:<sink>``), or of ``group`` itself (the
+    mirror's): totals (the most behind sink for the oldest and undelivered), then each."""
+    prefix = f"{group}:"
+    names = sorted(n for n in group_positions(conn, namespace) if n.startswith(prefix))
+    lags = {n.removeprefix(prefix): Feed(conn, namespace, n, "check").lag() for n in names}
+    total = (
+        Feed(conn, namespace, group, "check").lag()
+        if not lags
+        else {
+            "pending": sum(x["pending"] for x in lags.values()),
+            "oldest_pending_seconds": max(x["oldest_pending_seconds"] for x in lags.values()),
+            "undelivered": max(x["undelivered"] for x in lags.values()),
+            "stream_length": next(iter(lags.values()))["stream_length"],
+        }
+    )
+    report: dict[str, Any] = {**total, "dead_letters": dead}
+
+    def line(figures: dict[str, Any]) -> str:
+        return " ".join(
+            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        )
+
+    if as_json:
+        return json.dumps({**report, "sinks": lags})
+    return "\n".join([line(report), *(f"  {sink}: {line(lag)}" for sink, lag in lags.items())])
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -120,17 +150,7 @@ def main(
         conn = open_connection(settings)
         pushes = Pushes(conn, settings.namespace, ttl=settings.retention_seconds)
         if check:
-            feed = Feed(conn, settings.namespace, group, "check")
-            feed.ensure_group()
-            report = {**feed.lag(), "dead_letters": pushes.dead_count()}
-            click.echo(
-                json.dumps(report)
-                if as_json
-                else " ".join(
-                    f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in report.items()
-                )
-            )
+            click.echo(_check(conn, settings.namespace, group, pushes.dead_count(), as_json))
             return
         if dead_letters:
             letters = pushes.dead_letters()
@@ -166,9 +186,6 @@ def main(
             group=group, consumer=consumer, claim_idle=claim_idle, tries=tries, backoff=backoff
         )
         relay = Relay(conn, settings, sinks, config)
-        # A push crosses threads (reader -> sink): hand the GIL over after 1 ms, not the
-        # default 5 ms, or a busy reader adds up to 5 ms to a push's latency.
-        sys.setswitchinterval(0.001)
         _on_signals(relay.stop)
         logging.getLogger("pulse.relay").info(
             "relaying namespace %s as %s/%s to %s",
@@ -178,6 +195,11 @@ def main(
             ", ".join(s.name for s in sinks),
         )
         relay.run()
+        if relay.failed:
+            sys.exit(1)
     except PulseError as e:
         click.echo(f"pulse-relay: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except ReplyError as e:  # e.g. NOPERM: a user without the worker's ACL rules
+        click.echo(f"pulse-relay: error: Redis refused: {e}", err=True)
+        sys.exit(BackendError.exit_code)

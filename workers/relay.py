@@ -1,37 +1,39 @@
-"""The relay: reads every event of a namespace through a consumer group and pushes it to the
-configured sinks, throttled, at least once, with stall alerts.
+"""The relay: pushes every event of a namespace to the configured sinks, throttled, at least
+once, with stall alerts.
 
-One thread talks to Redis (reads, heartbeat claims, acks, dead letters, stall checks) and
-hands every event to every sink at once; each sink has a thread (and a Redis connection) of
-its own, so one slow or broken sink never holds up the others. An event is acked when every
-sink has delivered it, skipped it as stale or dead-lettered it; until then it stays pending
-in the group, so a relay killed at any moment loses nothing: a restart, or another relay
-after ``claim_idle``, takes the entry over (XAUTOCLAIM) and pushes it again.
+Each sink has a lane: a thread with a Redis connection and a consumer group of its own
+(``<group>:<sink name>``) that reads the stream and pushes in the same thread, so a push
+never waits for a hand-over between threads, and one slow or broken sink never holds up the
+others. An event is acked once its sink delivered it, skipped it as stale or dead-lettered it;
+until then it stays pending in the sink's group, so a relay killed at any moment loses
+nothing: a restart, or another relay after ``claim_idle``, takes the entry over (XAUTOCLAIM)
+and pushes it again. The main thread looks for stalled tasks.
 
-Order per task and sink: right before a push, its sink marks the event as the last of the
-task it was given (sent.lua), or skips it if it was given a newer one. A sink's queue is FIFO,
-so after a crash an entry older than the mark went out already and the marked one goes again;
-a starting relay takes over what others held before reading new entries the marks would beat.
+Order per task and sink: right before a push, the lane marks the event as the last of the
+task its sink was given (push.lua), or skips it if the sink was given a newer one. A lane
+pushes in stream order, so after a crash an entry older than the mark went out already and
+the marked one goes again; a starting lane takes over what other relays held before reading
+new entries the marks would beat.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from pulse import render
 from pulse.connection import open_connection
 from pulse.errors import BackendUnavailable
-from pulse.events import Event, Feed, Pushes
+from pulse.events import Event, Feed, Pushes, entry_order, group_positions
 from pulse.settings import Settings
 from pulse.transport import Connection, ReplyError
 
+from .presence import RENEW, Presence
 from .sinks import Push, Sink, SinkError
 
 log = logging.getLogger("pulse.relay")
@@ -39,7 +41,7 @@ log = logging.getLogger("pulse.relay")
 
 @dataclass
 class RelayConfig:
-    group: str = "relay"
+    group: str = "relay"  # each sink's consumer group is "<group>:<sink name>"
     consumer: str = "relay"
     batch: int = 200
     claim_idle: float = 30.0  # seconds a pending entry sits before another relay takes it
@@ -47,7 +49,6 @@ class RelayConfig:
     tries: int = 5
     backoff: float = 1.0  # first retry delay; doubles each try, with full jitter
     backoff_max: float = 60.0
-    max_in_flight: int = 2000
 
 
 @dataclass
@@ -58,12 +59,9 @@ class Stats:
     superseded: int = 0  # heartbeats a newer event made needless
     acked: int = 0
 
-
-@dataclass
-class _Delivery:
-    event: Event
-    push: Push
-    remaining: int
+    def add(self, other: Stats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass
@@ -72,115 +70,295 @@ class _Held:
     due: float
 
 
-@dataclass
-class _Outcome:
-    delivery: _Delivery
-    sink: str
-    error: str | None = None  # None: delivered (or skipped as stale)
-    abandoned: bool = False  # the relay is stopping: leave the entry pending
-    stale: bool = False  # the sink was given a newer event of the task: skipped
+def _retrying(what: str, stopping: threading.Event, step: Callable[[], None]) -> None:
+    """Run ``step`` until it returns or the relay stops, waiting out Redis.
 
-
-class SinkWorker(threading.Thread):
-    """Delivers pushes to one sink in order, retrying with backoff and jitter.
-
-    ``marker`` names the sink in the task's push state (``sink.name``, made unique).
+    Redis restarting or unreachable, or emptied (FLUSHALL, a restart without persistence:
+    NOGROUP): pending entries stay in the group, and the next round makes the group again, so
+    waiting and going on loses nothing.
     """
+    delay = 0.1
+    while not stopping.is_set():
+        started = time.monotonic()
+        try:
+            step()
+            return
+        except (BackendUnavailable, ReplyError) as e:
+            if isinstance(e, ReplyError) and "NOGROUP" not in str(e):
+                raise
+            if time.monotonic() - started > 30:
+                delay = 0.1  # it had been running fine: a new outage starts over
+            log.warning("%s: %s; retrying in %.1fs", what, e, delay)
+            stopping.wait(delay)
+            delay = min(delay * 2, 10.0)
+
+
+class Lane(threading.Thread):
+    """One sink's share of the relay: reads its consumer group, decides, pushes, acks."""
 
     def __init__(
         self,
         sink: Sink,
-        marker: str,
-        pushes: Pushes,
+        marker: str,  # the sink's name in its group and marks (``sink.name``, made unique)
+        conn: Connection,
+        settings: Settings,
         config: RelayConfig,
-        report: Callable[[_Outcome], None],
+        presence: Presence,
         stopping: threading.Event,
     ) -> None:
-        super().__init__(name=f"sink {sink.name}", daemon=True)
+        super().__init__(name=f"lane {sink.name}", daemon=True)
+        self.presence = presence
         self.sink = sink
         self.marker = marker
-        self.pushes = pushes
+        self.settings = settings
         self.config = config
-        self.report = report
         self.stopping = stopping
-        self.queue: queue.Queue[_Delivery | None] = queue.Queue()
+        self.feed = Feed(conn, settings.namespace, f"{config.group}:{marker}", config.consumer)
+        self.pushes = Pushes(conn, settings.namespace, ttl=settings.retention_seconds)
+        self.stats = Stats()
+        self.failed = False  # stopped by a bug: the relay stops too, and exits non-zero
+        self._window_ms = int(settings.heartbeat_push_seconds * 1000)
+        self._held: dict[str, _Held] = {}  # task id -> its heartbeat waiting for its window
+        # done with: acked with the next round trip to Redis (an ordered set)
+        self._acks: dict[str, None] = {}
+        # While the relay is alone: per task, the sink's last event and last heartbeat (ms),
+        # as push.lua has them (this lane is the only one changing them).
+        self._marks: dict[str, tuple[str, int]] = {}
+        self._epoch = -1
 
     def run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            self.report(self._deliver(item))
-        self.sink.close()
-        self.pushes.conn.close()
+        try:
+            _retrying(self.sink.name, self.stopping, self._loop)
+            self._flush_acks()
+        except (BackendUnavailable, ReplyError) as e:
+            log.warning(
+                "%s: %d pushed events not acked (%s): they go again",
+                self.sink.name,
+                len(self._acks),
+                e,
+            )
+        except Exception:  # a bug must not pass silently: the entries stay pending meanwhile
+            log.exception("%s: the lane stopped", self.sink.name)
+            self.failed = True
+            self.stopping.set()
+        finally:
+            self.sink.close()
+            self.feed.conn.close()
 
-    def _mark(self, event: Event) -> str | None:
-        """'send' or 'stale' (sent.lua); None when the relay stops first. Waits out Redis."""
-        delay = 0.1
+    def _loop(self) -> None:
+        c = self.config
+        self.feed.ensure_group()  # gone only if Redis lost everything: then from the start
+        self._wait_turn()
+        # Entries this consumer was given before a restart come first, then those other
+        # consumers held when it started: both are older than any entry not read yet.
+        self._take(self._read(own=True))
+        self._adopt()
+        next_claim = 0.0
         while not self.stopping.is_set():
-            try:
-                return self.pushes.mark_sent(event, self.marker)
-            except Exception as e:  # Redis restarting: the entry stays pending meanwhile
-                log.warning(
-                    "%s: cannot mark %s (%s); retrying in %.1fs", self.sink.name, event.id, e, delay
-                )
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
-        return None
+            now = time.time()
+            if now >= next_claim:
+                self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
+                next_claim = now + max(0.5, c.claim_idle / 2)
+            self._release_held(now)
+            wake = min([next_claim, *(h.due for h in self._held.values())])
+            wait = min(1.0, max(0.001, wake - time.time()))
+            self._take(self._read(int(wait * 1000)))
+            self._wait_turn()
 
-    def _deliver(self, delivery: _Delivery) -> _Outcome:
-        push, c = delivery.push, self.config
-        # Stopping: only the push in hand is finished; what is queued stays pending, unmarked.
-        verdict = self._mark(delivery.event)
-        if verdict is None:
-            return _Outcome(delivery, self.sink.name, abandoned=True)
-        if verdict == "stale":
-            log.info("skipped %s %s: %s had a newer one", push.kind, push.event_id, self.sink.name)
-            return _Outcome(delivery, self.sink.name, stale=True)
+    def _wait_turn(self) -> None:
+        """Read nothing while the relay may not push (arriving among others): what it read
+        would wait, and newer events of the same tasks pushed by the others meanwhile would
+        make it stale. Unread, it goes to the others."""
+        while not self.presence.may_push() and not self.stopping.wait(0.05):
+            pass
+
+    def _read(self, block_ms: int | None = None, *, own: bool = False) -> list[Event]:
+        """The next entries, acking those done with in the same round trip."""
+        acks = list(self._acks)
+        events = self.feed.read(self.config.batch, block_ms, own=own, ack=acks)
+        self._acked(acks)
+        return events
+
+    def _flush_acks(self) -> None:
+        acks = list(self._acks)
+        self.feed.ack(acks)
+        self._acked(acks)
+
+    def _acked(self, ids: list[str]) -> None:
+        for entry_id in ids:
+            del self._acks[entry_id]
+        self.stats.acked += len(ids)
+
+    def _adopt(self) -> None:
+        """Take over the entries other consumers held when this lane started (a dead relay's
+        after ``claim_idle``), or see them acked, before reading any new entry: a newer event
+        of the same task pushed first would make them stale on the sink, and so lose them."""
+        c, events = self.config, self.feed.keys.events
+        summary = self.feed.conn.call("XPENDING", events, self.feed.group)
+        if not summary or not summary[0]:
+            return
+        upto = summary[2]  # the newest entry pending now; every unread one is newer
+        deadline = time.time() + c.claim_idle + 1.0
+        while not self.stopping.is_set():
+            got = self.feed.autoclaim(int(c.claim_idle * 1000), c.batch)
+            self._take(got)
+            if not got and (time.time() > deadline or not self._held_by_others(upto)):
+                return
+            if not got:
+                self.stopping.wait(min(0.1, c.claim_idle / 4))
+
+    def _held_by_others(self, upto: str) -> bool:
+        conn, events, group = self.feed.conn, self.feed.keys.events, self.feed.group
+        consumers = (conn.call("XPENDING", events, group) or [0, None, None, None])[3]
+        return any(
+            name != self.config.consumer
+            and conn.call("XPENDING", events, group, "-", upto, 1, name)
+            for name, _ in consumers or []
+        )
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _take(self, events: list[Event]) -> None:
+        for event in events:
+            if self.stopping.is_set():
+                return  # the rest stays pending, for a restart or another relay
+            if event.id in self._acks or self._is_held(event):
+                continue  # a re-read after a reconnect: in hand already
+            task_id = event.task["taskId"]
+            held = self._held.get(task_id)
+            if held:  # a newer event of the task: the held heartbeat is needless now
+                del self._held[task_id]
+                self._acks[held.event.id] = None
+                self.stats.superseded += 1
+            self._decide(event)
+
+    def _is_held(self, event: Event) -> bool:
+        held = self._held.get(event.task["taskId"])
+        return held is not None and held.event.id == event.id
+
+    def _decide(self, event: Event) -> None:
+        while not self.presence.may_push():  # arriving among other relays: wait our turn
+            if self.stopping.wait(0.05):
+                return  # stays pending, for a restart or another relay
+        window = self._window_ms if event.kind == "heartbeat" else 0
+        now_ms = int(time.time() * 1000)
+        task_id = event.task["taskId"]
+        alone = self.presence.alone()
+        if self._epoch != self.presence.epoch or len(self._marks) > 10_000:
+            self._marks.clear()  # others came meanwhile (or it grew big): ask Redis again
+            self._epoch = self.presence.epoch
+        if alone and task_id in self._marks:
+            verdict, wait_ms = self._decide_alone(event, now_ms, window)
+        else:
+            acks = list(self._acks)  # done with: acked in the same round trip
+            v = self.pushes.decide(event, self.marker, now_ms, window, (self.feed.group, acks))
+            self._acked(acks)
+            verdict, wait_ms = v.verdict, v.wait_ms
+            if alone:
+                self._marks[task_id] = (v.last, v.heartbeat_ms)
+        if verdict == "wait":
+            self._held[task_id] = _Held(event, time.time() + wait_ms / 1000)
+        elif verdict == "stale":
+            log.info("skipped %s %s: %s had a newer one", event.kind, event.id, self.sink.name)
+            self.stats.stale += 1
+            self._acks[event.id] = None
+        else:
+            ahead = alone and task_id in self._marks and self._marks[task_id][0] != event.id
+            if ahead:
+                self._marks[task_id] = (event.id, now_ms if window else self._marks[task_id][1])
+                acks = (self.feed.group, list(self._acks))
+                self.pushes.mark_ahead(event, self.marker, now_ms, window, acks)
+            if event.kind in ("done", "error"):
+                self._marks.pop(task_id, None)  # the task's last push
+            self._push(event, ahead)
+
+    def _decide_alone(self, event: Event, now_ms: int, window: int) -> tuple[str, int]:
+        """push.lua's decision, made from this lane's own marks (see workers/presence.py)."""
+        last, heartbeat_ms = self._marks[event.task["taskId"]]
+        if last == event.id or not last:
+            return "send", 0
+        if entry_order(event.id) < entry_order(last):
+            return "stale", 0
+        if window and heartbeat_ms and now_ms - heartbeat_ms < window:
+            return "wait", heartbeat_ms + window - now_ms
+        return "send", 0
+
+    def _check_ahead(self, event: Event) -> None:
+        verdict = self.pushes.marked().verdict
+        self._acked(list(self._acks))  # they went with the mark
+        if verdict == "stale":  # only if a relay froze past its lease (presence.py)
+            log.warning(
+                "%s: pushed %s %s alone, but another relay had pushed a newer event of the task",
+                self.sink.name,
+                event.kind,
+                event.id,
+            )
+
+    def _release_held(self, now: float) -> None:
+        for task_id, held in list(self._held.items()):
+            if held.due <= now:
+                del self._held[task_id]
+                self._decide(held.event)
+
+    # -- pushing -------------------------------------------------------------------------
+
+    def _push(self, event: Event, ahead: bool = False) -> None:
+        """Deliver with retries; dead-letter after the last try. Acked either way, unless the
+        relay stops during a retry wait (then it stays pending). ``ahead``: its mark is on
+        its way (``mark_ahead``); the answer is read once the first try is over."""
+        c, name = self.config, self.sink.name
+        text = render.render_push(event.kind, event.task, self.settings.lang)
+        push = Push(event.id, event.kind, event.task, text, event.at)
         error = "not tried"
         for attempt in range(1, c.tries + 1):
             start = time.monotonic()
             try:
-                self.sink.send(push)
+                try:
+                    self.sink.send(push)
+                finally:
+                    if ahead:
+                        ahead = False
+                        self._check_ahead(event)
             except SinkError as e:
                 error = str(e)
                 if e.permanent:
-                    log.warning(
-                        "%s: %s %s refused for good: %s",
-                        self.sink.name,
-                        push.kind,
-                        push.task["taskId"],
-                        error,
-                    )
+                    log.warning("%s: %s %s refused for good: %s", name, event.kind, event.id, error)
                     break
                 delay = random.uniform(0, min(c.backoff_max, c.backoff * 2 ** (attempt - 1)))
                 delay = max(delay, e.retry_after or 0.0)
                 log.warning(
                     "%s: try %d of %d for %s %s failed (%s); next in %.2fs",
-                    self.sink.name,
+                    name,
                     attempt,
                     c.tries,
-                    push.kind,
-                    push.task["taskId"],
+                    event.kind,
+                    event.id,
                     error,
                     delay,
                 )
                 if attempt == c.tries:
                     break
                 if self.stopping.wait(delay):
-                    return _Outcome(delivery, self.sink.name, error, abandoned=True)
-            except Exception as e:  # a bug in a sink must not kill its thread
+                    return
+            except Exception as e:  # a bug in a sink must not stop its lane
                 error = f"{type(e).__name__}: {e}"
-                log.exception("%s: failed on %s", self.sink.name, push.event_id)
+                log.exception("%s: failed on %s", name, event.id)
                 break
             else:
                 log.info(
                     "pushed %s %s v%s to %s in %.0f ms",
-                    push.kind,
-                    push.task["taskId"],
-                    push.task["version"],
-                    self.sink.name,
+                    event.kind,
+                    event.task["taskId"],
+                    event.task["version"],
+                    name,
                     (time.monotonic() - start) * 1e3,
                 )
-                return _Outcome(delivery, self.sink.name)
-        return _Outcome(delivery, self.sink.name, error)
+                self.stats.delivered += 1
+                self._acks[event.id] = None
+                return
+        self.pushes.dead_letter(name, error, event)
+        self.stats.dead += 1
+        self._acks[event.id] = None
 
 
 @dataclass
@@ -189,208 +367,74 @@ class Relay:
     settings: Settings
     sinks: list[Sink]
     config: RelayConfig = field(default_factory=RelayConfig)
-    # a connection of its own for each sink thread; default: open_connection(settings)
+    # a connection of its own for each lane; default: open_connection(settings)
     connect: Callable[[], Connection] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.feed = Feed(self.conn, s.namespace, self.config.group, self.config.consumer)
         self.pushes = Pushes(self.conn, s.namespace, ttl=s.retention_seconds)
+        self.presence = Presence(self.pushes, self.config.group, self.config.consumer)
         self.stopping = threading.Event()
-        self.stats = Stats()
-        self._outcomes: queue.Queue[_Outcome] = queue.Queue()
-        self._held: dict[str, _Held] = {}
-        self._in_flight = 0
-        self._in_hand: set[str] = set()  # ids read and not yet acked (held, in flight)
-        self._window_ms = int(s.heartbeat_push_seconds * 1000)
         connect = self.connect or (lambda: open_connection(s))
-        self._workers: list[SinkWorker] = []
+        self.lanes: list[Lane] = []
         names: Counter[str] = Counter()
         for sink in self.sinks:
-            names[sink.name] += 1  # two sinks of one name keep their marks apart
+            names[sink.name] += 1  # two sinks of one name keep their groups and marks apart
             marker = sink.name + (f"#{names[sink.name]}" if names[sink.name] > 1 else "")
-            pushes = Pushes(connect(), s.namespace, ttl=s.retention_seconds)
-            self._workers.append(
-                SinkWorker(sink, marker, pushes, self.config, self._outcomes.put, self.stopping)
-            )
+            lane = Lane(sink, marker, connect(), s, self.config, self.presence, self.stopping)
+            self.lanes.append(lane)
+
+    @property
+    def failed(self) -> bool:
+        return any(lane.failed for lane in self.lanes)
+
+    @property
+    def stats(self) -> Stats:
+        total = Stats()
+        for lane in self.lanes:
+            total.add(lane.stats)
+        return total
 
     def stop(self) -> None:
         """Finish the pushes in hand and return from ``run``."""
         self.stopping.set()
 
     def run(self) -> Stats:
-        for w in self._workers:
-            w.start()
-        delay = 0.1
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            try:
-                self._loop()
-            except (BackendUnavailable, ReplyError) as e:
-                # Redis restarting or unreachable, or emptied (FLUSHALL, a restart without
-                # persistence: NOGROUP): pending entries stay in the group, and the next
-                # round makes the group again, so waiting and reading on loses nothing.
-                if isinstance(e, ReplyError) and "NOGROUP" not in str(e):
-                    raise
-                if time.monotonic() - started > 30:
-                    delay = 0.1  # it had been running fine: a new outage starts over
-                log.warning("%s; retrying in %.1fs", e, delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
-            else:
-                break
-        self._shutdown()
+        _retrying("relay", self.stopping, self._make_groups)
+        _retrying("relay", self.stopping, self.presence.renew)
+        for lane in self.lanes:
+            lane.start()
+        _retrying("relay", self.stopping, self._housekeep)
+        for lane in self.lanes:
+            lane.join()
+        try:
+            self.presence.leave()  # the others may go on alone at once
+        except (BackendUnavailable, ReplyError) as e:
+            log.warning("could not sign off (%s): the others wait for the lease to lapse", e)
+        log.info("relay stopped: %s", self.stats)
         return self.stats
 
-    def _loop(self) -> None:
-        c = self.config
-        self.feed.ensure_group()
-        # Entries this consumer was given before a restart come first, then those other
-        # consumers held when it started: both are older than any entry not read yet.
-        self._take(self.feed.read(c.batch, own=True))
-        self._adopt()
-        next_stall = next_claim = 0.0
+    def _make_groups(self) -> None:
+        """Each sink's group, made where the relay's other sinks are: a sink added later gets
+        what they have not read yet, not the whole history; the first ones get everything."""
+        positions = group_positions(self.conn, self.settings.namespace)
+        prefix = f"{self.config.group}:"
+        siblings = [last for name, last in positions.items() if name.startswith(prefix)]
+        start = min(siblings, key=entry_order) if siblings else "0"
+        for lane in self.lanes:
+            lane.feed.ensure_group(start)
+
+    def _housekeep(self) -> None:
+        """Renew this relay's presence, and look for stalled tasks: a stall event goes
+        through the stream like any other, so every lane pushes it."""
+        next_stall = 0.0
         while not self.stopping.is_set():
+            self.presence.renew()
             now = time.time()
-            self._settle()
             if now >= next_stall:
-                self.pushes.mark_stalled(now, self.settings.tz)  # read back from the stream
-                next_stall = now + c.stall_interval
-            if now >= next_claim:
-                self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
-                next_claim = now + max(0.5, c.claim_idle / 2)
-            self._release_held(now)
-            if self._in_flight >= c.max_in_flight:
-                self._settle(wait=0.05)
-                continue
-            wake = min([next_stall, next_claim, *(h.due for h in self._held.values())])
-            wait = min(1.0, max(0.001, wake - time.time()))
-            if self._in_flight:
-                # wake when a sink finishes a push: its ack goes out at once (a redelivery
-                # after a crash or a Redis restart is a duplicate push)
-                self._settle(wait=min(wait, 0.05))
-                self._take(self.feed.read(c.batch))
-            else:
-                self._take(self.feed.read(c.batch, int(wait * 1000)))
-
-    def _adopt(self) -> None:
-        """Take over the entries other consumers held when this relay started (a dead relay's
-        after ``claim_idle``), or see them acked, before reading any new entry: a newer event
-        of the same task pushed first would make them stale on its sinks, and so lose them."""
-        c, events = self.config, self.feed.keys.events
-        summary = self.conn.call("XPENDING", events, c.group)
-        if not summary or not summary[0]:
-            return
-        upto = summary[2]  # the newest entry pending now; every unread one is newer
-        deadline = time.time() + c.claim_idle + 1.0
-        while not self.stopping.is_set():
-            self._settle()
-            got = self.feed.autoclaim(int(c.claim_idle * 1000), c.batch)
-            self._take(got)
-            if not got and (time.time() > deadline or not self._held_by_others(upto)):
-                return
-            if self._in_flight >= c.max_in_flight or not got:
-                self._settle(wait=min(0.1, c.claim_idle / 4))
-
-    def _held_by_others(self, upto: str) -> bool:
-        c, events = self.config, self.feed.keys.events
-        consumers = (self.conn.call("XPENDING", events, c.group) or [0, None, None, None])[3]
-        return any(
-            name != c.consumer and self.conn.call("XPENDING", events, c.group, "-", upto, 1, name)
-            for name, _ in consumers or []
-        )
-
-    # -- deciding ------------------------------------------------------------------------
-
-    def _take(self, events: list[Event]) -> None:
-        for event in events:
-            # a reconnect re-reads this consumer's pending entries: some are in hand already
-            if event.id not in self._in_hand:
-                self._in_hand.add(event.id)
-                self._route(event)
-
-    def _route(self, event: Event) -> None:
-        task_id = event.task["taskId"]
-        held = self._held.get(task_id)
-        if held and held.event.id != event.id:
-            # A newer event of the task: the held heartbeat is stale (or replaced).
-            del self._held[task_id]
-            self._ack([held.event.id])
-            self.stats.superseded += 1
-        self._decide(event)
-
-    def _decide(self, event: Event) -> None:
-        if event.kind != "heartbeat" or self._window_ms <= 0:  # only heartbeats are throttled
-            self._dispatch(event)
-            return
-        verdict, wait_ms = self.pushes.claim(event, int(time.time() * 1000), self._window_ms)
-        if verdict == "wait":
-            self._held[event.task["taskId"]] = _Held(event, time.time() + wait_ms / 1000)
-        else:
-            self._dispatch(event)
-
-    def _release_held(self, now: float) -> None:
-        for task_id, held in list(self._held.items()):
-            if held.due <= now:
-                del self._held[task_id]
-                self._decide(held.event)
-
-    def _dispatch(self, event: Event) -> None:
-        text = render.render_push(event.kind, event.task, self.settings.lang)
-        push = Push(event.id, event.kind, event.task, text, event.at)
-        if not self._workers:
-            self._ack([event.id])
-            return
-        delivery = _Delivery(event, push, remaining=len(self._workers))
-        self._in_flight += 1
-        for w in self._workers:
-            w.queue.put(delivery)
-
-    # -- settling ------------------------------------------------------------------------
-
-    def _settle(self, wait: float = 0.0) -> None:
-        """Record what the sink threads finished: dead letters, then acks."""
-        done: list[str] = []
-        try:
-            outcome = self._outcomes.get(timeout=wait) if wait else self._outcomes.get_nowait()
-            while True:
-                self._record(outcome, done)
-                outcome = self._outcomes.get_nowait()
-        except queue.Empty:
-            pass
-        self._ack(done)
-
-    def _record(self, outcome: _Outcome, done: list[str]) -> None:
-        d = outcome.delivery
-        if outcome.abandoned:
-            d.remaining = -1  # never acked: stays pending for a restart or another relay
-            return
-        if outcome.stale:
-            self.stats.stale += 1
-        elif outcome.error is None:
-            self.stats.delivered += 1
-        else:
-            self.pushes.dead_letter(outcome.sink, outcome.error, d.event)
-            self.stats.dead += 1
-        d.remaining -= 1
-        if d.remaining == 0:
-            done.append(d.event.id)
-            self._in_flight -= 1
-
-    def _ack(self, ids: list[str]) -> None:
-        if ids:
-            # out of hand first: if the ack fails, a re-read pushes them again (at least once)
-            self._in_hand.difference_update(ids)
-            self.feed.ack(ids)
-            self.stats.acked += len(ids)
-
-    def _shutdown(self) -> None:
-        for w in self._workers:
-            w.queue.put(None)
-        for w in self._workers:
-            w.join()
-        self._settle()
-        log.info("relay stopped: %s", self.stats)
+                self.pushes.mark_stalled(now, self.settings.tz)
+                next_stall = now + self.config.stall_interval
+            self.stopping.wait(min(RENEW, max(0.0, next_stall - time.time())))
 
 
 def redrive(pushes: Pushes, sinks: list[Sink], lang: str) -> tuple[int, int]:
