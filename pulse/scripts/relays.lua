@@ -1,5 +1,5 @@
 -- Who relays a namespace: each relay renews its entry every second, so each knows whether it
--- is alone (then it may push without asking push.lua first; see workers/relay.py, Presence).
+-- is alone (then it may push without asking push.lua first; see workers/presence.py).
 -- Entries are scored by when they lapse, on the Redis server's clock: relays on hosts whose
 -- clocks disagree still agree on who is there.
 --
