@@ -22,7 +22,7 @@ from pulse.settings import Settings, check_namespace
 from pulse.transport import Connection, ReplyError
 
 from .mirror import MirrorWorker
-from .relay import Relay, RelayConfig
+from .relay import Relay, RelayConfig, markers
 from .relay import redrive as redrive_dead_letters
 from .sinks import Sink, open_sink
 
@@ -39,11 +39,18 @@ def _sinks(urls: tuple[str, ...], settings: Settings) -> list[Sink]:
     return sinks
 
 
-def _check(conn: Connection, namespace: str, group: str, dead: int, as_json: bool) -> str:
-    """Lag of the relay's sink groups (``<group>:<sink>``), or of ``group`` itself (the
-    mirror's): totals (the most behind sink for the oldest and undelivered), then each."""
+def _check(
+    conn: Connection, namespace: str, group: str, only: list[str] | None, dead: int, as_json: bool
+) -> str:
+    """Lag of the relay's sink groups (``<group>:<sink>``; ``only`` those sinks if given), or
+    of ``group`` itself (the mirror's): totals (the most behind sink for the oldest and
+    undelivered), then each."""
     prefix = f"{group}:"
-    names = sorted(n for n in group_positions(conn, namespace) if n.startswith(prefix))
+    names = sorted(
+        n
+        for n in group_positions(conn, namespace)
+        if n.startswith(prefix) and (only is None or n.removeprefix(prefix) in only)
+    )
     lags = {n.removeprefix(prefix): Feed(conn, namespace, n, "check").lag() for n in names}
     total = (
         Feed(conn, namespace, group, "check").lag()
@@ -150,7 +157,15 @@ def main(
         conn = open_connection(settings)
         pushes = Pushes(conn, settings.namespace, ttl=settings.retention_seconds)
         if check:
-            click.echo(_check(conn, settings.namespace, group, pushes.dead_count(), as_json))
+            # the sinks given (--sink, PULSE_SINKS): a sink no longer relayed keeps its group
+            only = None
+            if sink_urls or settings.sinks:
+                sinks = _sinks(sink_urls, settings)
+                only = markers(sinks)
+                for sink in sinks:
+                    sink.close()
+            dead = pushes.dead_count()
+            click.echo(_check(conn, settings.namespace, group, only, dead, as_json))
             return
         if dead_letters:
             letters = pushes.dead_letters()

@@ -50,6 +50,17 @@ class RelayConfig:
     backoff_max: float = 60.0
 
 
+def markers(sinks: list[Sink]) -> list[str]:
+    """Each sink's name in its consumer group and marks: ``sink.name``, with ``#2``, ``#3``
+    on later sinks of the same name, so that they keep their groups and marks apart."""
+    seen: Counter[str] = Counter()
+    names = []
+    for sink in sinks:
+        seen[sink.name] += 1
+        names.append(sink.name + (f"#{seen[sink.name]}" if seen[sink.name] > 1 else ""))
+    return names
+
+
 @dataclass
 class Relay:
     conn: Connection
@@ -65,13 +76,10 @@ class Relay:
         self.presence = Presence(self.pushes, self.config.group, self.config.consumer)
         self.stopping = threading.Event()
         connect = self.connect or (lambda: open_connection(s))
-        self.lanes: list[Lane] = []
-        names: Counter[str] = Counter()
-        for sink in self.sinks:
-            names[sink.name] += 1  # two sinks of one name keep their groups and marks apart
-            marker = sink.name + (f"#{names[sink.name]}" if names[sink.name] > 1 else "")
-            lane = Lane(sink, marker, connect(), s, self.config, self.presence, self.stopping)
-            self.lanes.append(lane)
+        self.lanes = [
+            Lane(sink, marker, connect(), s, self.config, self.presence, self.stopping)
+            for sink, marker in zip(self.sinks, markers(self.sinks), strict=True)
+        ]
 
     @property
     def failed(self) -> bool:

@@ -330,3 +330,19 @@ def test_a_sink_added_later_starts_where_the_others_are(pulse_env, start_relay, 
     pulse(pulse_env, "done", task)
     wait_until(lambda: pushed(first) == ["create", "next", "done"])
     wait_until(lambda: pushed(added) == ["next", "done"])  # not the whole history
+
+    def check(*sinks: Path) -> dict:
+        args = [a for path in sinks for a in ("--sink", f"jsonl://{path}")]
+        out = subprocess.run(
+            [sys.executable, "-m", "workers", "--check", "--json", *args],
+            env=pulse_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return json.loads(out.stdout)
+
+    # one line per sink; with sinks given, only theirs (a sink taken out keeps its group)
+    everyone = sorted(check()["sinks"])
+    assert [name.rpartition("/")[2] for name in everyone] == ["added.jsonl", "first.jsonl"]
+    assert list(check(first)["sinks"]) == everyone[1:]
