@@ -12,8 +12,9 @@ heartbeat is held back by the throttle: every event is a push).
    heartbeat events (copies of what ``Client.heartbeat`` wrote) -> relay -> webhook. Floors,
    same run, alternating, each a bare consumer process: A) the same XADD -> XREADGROUP (to the
    moment XREADGROUP returned the entry), B) A plus a POST of the entry to the same receiver
-   over one keep-alive connection. For context, C) B fed by ``Client.heartbeat`` itself, and
-   the relay fed the same way (end to end, the agent's update call included).
+   over one keep-alive connection. For context: two relays sharing a namespace (each asks
+   push.lua before each push), C) B fed by ``Client.heartbeat`` itself, and the relay fed the
+   same way (end to end, the agent's update call included).
 2. Throughput: N events made first (relay not running), then the relay started and timed
    until every push arrived. Floor: the same entries copied to a bare stream, drained by a
    consumer process doing XREADGROUP COUNT 200 -> POST each (keep-alive) -> XACK.
@@ -394,27 +395,38 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
     mirror = str(server.work / "tasks")
     events_file = real_events(server, mirror, per_round)
     setup: dict[str, tuple[pulse.Client, list[str]]] = {}
-    for ns in ("bench-latency", "bench-floor-c"):
+    for ns in ("bench-latency", "bench-floor-c", "bench-shared"):
         client = pulse.connect(server.url, namespace=ns, dir=Path(mirror))
         setup[ns] = client, make_tasks(client, 50)
     client, tasks = setup["bench-latency"]
     relay_events = client.store.keys.events
+    shared_events = setup["bench-shared"][0].store.keys.events
     floor_c_events = setup["bench-floor-c"][0].store.keys.events
     snap = client.store.conn.call("HGET", client.store.keys.task(tasks[0]), "snap")
-    relay = relays.start("bench-latency", "bench")
-    # warm-up: the relay's group, connections and lazy imports; the create pushes
-    n_warm = len(tasks) + 100
-    for i in range(100):
-        client.heartbeat(tasks[i % len(tasks)], "warm-up")
+    started = time.monotonic()
+    # one relay (alone: it marks as it pushes), and two sharing a namespace (each asks
+    # push.lua before each push)
+    procs = [relays.start("bench-latency", "bench")]
+    procs += [relays.start("bench-shared", name) for name in ("shared-1", "shared-2")]
+    # warm-up: the relays' groups, connections and lazy imports; the create pushes
+    n_warm = 0
+    for ns in ("bench-latency", "bench-shared"):
+        c, ids = setup[ns]
+        n_warm += len(ids) + 100
+        for i in range(100):
+            c.heartbeat(ids[i % len(ids)], "warm-up")
     if not wait_for(lambda: len(receiver.arrivals) >= n_warm, 30):
-        sys.exit(f"the relay did not deliver the warm-up ({len(receiver.arrivals)}/{n_warm})")
+        sys.exit(f"the relays did not deliver the warm-up ({len(receiver.arrivals)}/{n_warm})")
+    # a relay asks before each push for its first seconds (workers/presence.py, VALID): the
+    # figures are of the steady state
+    time.sleep(max(0.0, started + 5.5 - time.monotonic()))
     receiver.take()
     call_s: dict[str, list[float]] = {"xadd": [], "heartbeat": []}
 
-    def via_relay(producer: str) -> Callable[[int], list[float]]:
+    def via_relay(producer: str, stream: str = relay_events) -> Callable[[int], list[float]]:
         def run(rnd: int) -> list[float]:
             if producer == "xadd":
-                sent, took = produce(server, "xadd", relay_events, per_round, [events_file])
+                sent, took = produce(server, "xadd", stream, per_round, [events_file])
             else:
                 args = [*tasks, mirror]
                 sent, took = produce(server, "heartbeat", "bench-latency", per_round, args)
@@ -451,6 +463,7 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
         "floor A: XADD -> XREADGROUP": bare("xadd", "read"),
         "floor B: XADD -> XREADGROUP -> POST": bare("xadd", "post"),
         "relay: XADD -> relay -> webhook": via_relay("xadd"),
+        "2 relays sharing: XADD -> webhook": via_relay("xadd", shared_events),
         "floor C: heartbeat -> XREADGROUP -> POST": bare("heartbeat", "post"),
         "relay end to end: heartbeat -> webhook": via_relay("heartbeat"),
     }
@@ -478,7 +491,8 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
             missing[name] += per_round - len(got)
             samples[name] += got
             p99s[name].append(percentile(got, 99))
-    relays.stop(relay)
+    for proc in procs:
+        relays.stop(proc)
     for c, _ in setup.values():
         c.close()
 
@@ -492,11 +506,12 @@ def latency(server: Server, receiver: Receiver, relays: Relays, quick: bool) -> 
         f"# the write calls themselves (median): XADD {ms(median(call_s['xadd']))}, "
         f"Client.heartbeat {ms(median(call_s['heartbeat']))} (its mirror file included)"
     )
-    a, b, relay_x, c, relay_h = variants
+    a, b, relay_x, shared, c, relay_h = variants
     print("\nratios relay/floor (pooled samples; lower is better):")
     for label, lib, floor, target in (
         ("event-to-webhook vs floor A (bare XADD -> XREADGROUP hop)", relay_x, a, "<= 3"),
         ("event-to-webhook vs floor B (A + keep-alive POST)", relay_x, b, ""),
+        ("2 relays sharing, each asking first, vs floor A", shared, a, ""),
         ("end to end vs floor C (B with Client.heartbeat)", relay_h, c, ""),
         ("end to end vs floor A", relay_h, a, ""),
     ):

@@ -244,10 +244,11 @@ class Pushes:
         keys = [self.keys.pushed(event.task["taskId"])]
         return keys, [event.id, event.kind, sink, now_ms, window_ms, self.ttl, forced]
 
-    def register(self, group: str, name: str, lease_ms: int) -> int:
-        """Renew this relay's entry among the group's relays; how many are there (relays.lua).
-        ``lease_ms`` 0: leave."""
-        return _RELAYS(self.conn, [self.keys.relays(group)], [name, lease_ms])
+    def register(self, group: str, name: str, lease_ms: int) -> tuple[int, bool]:
+        """Renew this relay's entry among the group's relays (relays.lua): how many are
+        there, and whether its entry was missing (new, lapsed or lost). ``lease_ms`` 0: leave."""
+        count, arrived = _RELAYS(self.conn, [self.keys.relays(group)], [name, lease_ms])
+        return int(count), bool(arrived)
 
     def mark_stalled(self, now: float, tz: tzinfo, limit: int = 100) -> list[Event]:
         """Emit `stall` for running tasks quiet past their stall time; one per stall."""

@@ -326,7 +326,7 @@ def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     feed.autoclaim(0, 100)
     pushes = Pushes(conn, NS, ttl=60)
     pushes.decide(events[0], "sink", int(time.time() * 1000), 1000)
-    assert pushes.register("relay", "one", 5000) == 1  # the relay's presence
+    assert pushes.register("relay", "one", 5000) == (1, True)  # the relay's presence
     feed.ack([e.id for e in events])
     feed.lag()
     pushes.set("message", "42")

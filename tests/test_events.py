@@ -58,18 +58,19 @@ def test_a_mark_ahead_marks_whatever_it_would_have_decided(pushes):
 
 
 def test_relays_count_each_other_and_leave(pushes):
-    assert pushes.register("relay", "a", 5000) == 1
-    assert pushes.register("relay", "a", 5000) == 1  # a renewal, not another relay
-    assert pushes.register("relay", "b", 5000) == 2
-    assert pushes.register("other-group", "c", 5000) == 1
-    assert pushes.register("relay", "b", 0) == 0  # left
-    assert pushes.register("relay", "a", 5000) == 1
+    assert pushes.register("relay", "a", 5000) == (1, True)  # arrived
+    assert pushes.register("relay", "a", 5000) == (1, False)  # a renewal, not another relay
+    assert pushes.register("relay", "b", 5000) == (2, True)
+    assert pushes.register("other-group", "c", 5000) == (1, True)
+    assert pushes.register("relay", "b", 0) == (0, False)  # left
+    assert pushes.register("relay", "a", 5000) == (1, False)
 
 
 def test_a_relay_that_stops_renewing_lapses(raw, pushes):
     pushes.register("relay", "gone", 100)
     time.sleep(0.2)  # on the server's own clock (TIME)
-    assert pushes.register("relay", "here", 5000) == 1
+    assert pushes.register("relay", "here", 5000) == (1, True)
+    assert pushes.register("relay", "gone", 5000) == (2, True)  # back: arrives again
     assert 0 < raw.ttl(pushes.keys.relays("relay")) <= 5
 
 

@@ -12,7 +12,10 @@ no other entry (from when the renewal was sent, so a slow answer only shortens i
 that arrives while others are there pushes nothing for ``JOIN_WAIT`` > ``SOLO`` seconds, by
 which time every relay that was alone before it came has seen it and asks again before each
 push. A relay whose own entry may have lapsed (no renewal for ``VALID`` seconds) pushes
-nothing until it renews, which counts as arriving again. The assumption, as with any lease:
+nothing until it renews, which counts as arriving again. A relay that arrives (or finds its
+entry gone: Redis lost the set) asks before each push for its first ``VALID`` seconds even if
+it sees no one: a relay whose entry was lost with the set may push that long on its last
+renewal, and will have renewed, and so be seen, by then. The assumption, as with any lease:
 a relay is not frozen for ``JOIN_WAIT - SOLO`` seconds between deciding a push and sending it.
 """
 
@@ -40,16 +43,19 @@ class Presence:
         self.others = -1  # other relays seen at the last renewal (-1: none yet)
         # bumped whenever others are seen: what a lane decided alone is void from then on
         self.epoch = 0
-        self._push_from = math.inf
+        self._push_from = self._alone_from = math.inf
         self._valid_until = 0.0
         self._solo_until = 0.0
 
     def renew(self) -> None:
         sent = time.monotonic()
-        count = self.pushes.register(self.group, self.name, int(LEASE * 1000))
-        if sent >= self._valid_until:  # arriving, or back after a lapse
-            wait = JOIN_WAIT if count > 1 else 0.0
-            self._push_from = time.monotonic() + wait
+        count, arrived = self.pushes.register(self.group, self.name, int(LEASE * 1000))
+        if arrived or sent >= self._valid_until:  # arriving, back after a lapse, or forgotten
+            now = time.monotonic()
+            self._push_from = now + (JOIN_WAIT if count > 1 else 0.0)
+            # Others may be pushing on a renewal from before, unseen if Redis lost the set
+            # (FLUSHALL, a restart): alone only once each has renewed since, or stopped.
+            self._alone_from = now + VALID
         self._valid_until = sent + VALID
         self._solo_until = sent + SOLO if count == 1 else 0.0
         self.others = count - 1
@@ -66,4 +72,4 @@ class Presence:
     def alone(self) -> bool:
         """May push and need not ask first."""
         now = time.monotonic()
-        return self._push_from <= now < self._solo_until
+        return max(self._push_from, self._alone_from) <= now < self._solo_until
