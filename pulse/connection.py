@@ -6,10 +6,12 @@ from .errors import BackendUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .settings import Settings
     from .transport import Connection
 
-__all__ = ["open_connection", "redis_url"]
+__all__ = ["open_connection", "redis_client", "redis_url"]
 
 
 def open_connection(settings: Settings) -> Connection:
@@ -40,3 +42,42 @@ def redis_url(settings: Settings) -> str:
     if not server.is_running():
         server.start()
     return server.url
+
+
+def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: float = 5.0) -> Any:
+    """A redis-py client for long-lived processes (the workers, ``watch``, ``web``):
+    ``redis.RedisCluster`` when the server says ``cluster_enabled:1``, else ``redis.Redis``.
+
+    The per-step CLI never calls this (``import redis`` costs more than a whole update).
+    Raises BackendRefused for a URL redis-py cannot read or a refused login, and
+    BackendUnavailable when the server cannot be reached.
+    """
+    import redis
+    from redis.exceptions import AuthenticationError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from .errors import BackendRefused
+    from .transport import redacted_url
+
+    url = redis_url(settings)
+    options = {
+        "decode_responses": decode_responses,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    try:
+        client = redis.Redis.from_url(url, **options)
+        cluster = bool(client.info("cluster").get("cluster_enabled"))
+    except ValueError as e:
+        raise BackendRefused(f"cannot use the Redis URL {redacted_url(url)}: {e}") from None
+    except AuthenticationError as e:
+        raise BackendRefused(f"Redis at {redacted_url(url)} refused the login: {e}") from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        raise BackendUnavailable(f"cannot reach Redis at {redacted_url(url)}: {e}") from None
+    except ResponseError as e:
+        raise BackendRefused(f"Redis at {redacted_url(url)} refused us: {e}") from None
+    if not cluster:
+        return client
+    client.close()
+    return redis.RedisCluster.from_url(url, **options)

@@ -1,4 +1,10 @@
-"""Every error the library raises on purpose; the CLI turns each into one stderr line."""
+"""Every error the library raises on purpose; the CLI turns each into one stderr line.
+
+Each class has a ``code`` (stable, for programs: the HTTP API's JSON and ``--json`` errors)
+and an ``exit_code`` (what the CLI exits with). The Lua scripts fail with replies of the form
+``PULSE_<CODE> <text>``; ``reply_code`` reads the code whatever a server puts before it
+(Redis 7 and Valkey prefix a one-word error reply from Lua with ``ERR ``).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,43 @@ class PulseError(Exception):
     """Root of pulse's errors; ``exit_code`` is what the CLI exits with."""
 
     exit_code = 1
+    code = "error"
 
 
 class BadValue(PulseError):
     """A name, id, message or option value that is refused before anything changes."""
 
+    code = "bad_value"
+
 
 class TaskNotFound(PulseError):
     """No task has this id, and no task id starts with it."""
+
+    code = "not_found"
 
 
 class AmbiguousId(PulseError):
     """A prefix that matches several task ids; the message names them."""
 
+    code = "ambiguous"
+
 
 class TaskExists(BadValue):
     """A task with this id exists already (a journaled create replayed twice)."""
+
+    code = "exists"
 
 
 class TaskFinished(PulseError):
     """The task is done or failed already, so it cannot be updated."""
 
+    code = "finished"
+
 
 class VersionMismatch(PulseError):
     """A replayed update does not follow the version Redis holds (``current``)."""
+
+    code = "version"
 
     def __init__(self, message: str, current: int) -> None:
         super().__init__(message)
@@ -38,12 +57,33 @@ class VersionMismatch(PulseError):
 
 
 class BackendUnavailable(PulseError):
-    """Redis cannot be reached (or refused us) and the update could not be kept."""
+    """Redis cannot be reached right now (no connection, a timeout, a server or cluster in
+    transition). Transient: an update meeting it is kept in the offline journal."""
 
     exit_code = 3
+    code = "unavailable"
+
+
+class BackendRefused(PulseError):
+    """Redis answers but refuses us: a URL that does not parse, a wrong or missing password,
+    a database out of range, no permission. Permanent: nothing is journaled."""
+
+    exit_code = 3
+    code = "refused"
 
 
 class BackendError(PulseError):
     """Redis answered with an error we did not expect."""
 
     exit_code = 3
+    code = "backend"
+
+
+def reply_code(text: str) -> tuple[str, str]:
+    """``(code, rest)`` of a server's error reply: ``"ERR PULSE_VERSION 3"`` and
+    ``"PULSE_VERSION 3"`` both give ``("PULSE_VERSION", "3")``; ``"NOSCRIPT No matching"``
+    gives ``("NOSCRIPT", "No matching")``."""
+    code, _, rest = text.partition(" ")
+    if code == "ERR" and rest.startswith("PULSE_"):
+        code, _, rest = rest.partition(" ")
+    return code, rest

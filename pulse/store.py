@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 
 from . import model
-from .errors import BackendError, TaskExists, TaskFinished, TaskNotFound, VersionMismatch
+from .errors import (
+    BackendError,
+    TaskExists,
+    TaskFinished,
+    TaskNotFound,
+    VersionMismatch,
+    reply_code,
+)
 from .keys import STREAM_MAXLEN, Keys
 from .scripts import Script
 from .transport import ReplyError
@@ -49,17 +56,18 @@ def _task(snap: str) -> Task:
 
 
 def _fail(e: ReplyError, task_id: str) -> Exception:
-    text = str(e)
-    if text.startswith("PULSE_NOTFOUND"):
+    # Match the code, never the whole text: servers differ in what they put before it.
+    code, rest = reply_code(str(e))
+    if code == "PULSE_NOTFOUND":
         return TaskNotFound(f"no task {task_id!r}")
-    if text.startswith("PULSE_FINISHED"):
-        return TaskFinished(f"task {task_id} is already {text.split()[-1]}")
-    if text.startswith("PULSE_VERSION"):
-        current = int(text.split()[-1])
+    if code == "PULSE_FINISHED":
+        return TaskFinished(f"task {task_id} is already {rest.split()[-1]}")
+    if code == "PULSE_VERSION":
+        current = int(rest.split()[-1])
         return VersionMismatch(f"task {task_id} is at version {current}", current)
-    if text.startswith("PULSE_EXISTS"):
+    if code == "PULSE_EXISTS":
         return TaskExists(f"task {task_id} exists already")
-    return BackendError(f"Redis refused the update of {task_id}: {text}")
+    return BackendError(f"Redis refused the update of {task_id}: {e}")
 
 
 class Store:
@@ -155,7 +163,7 @@ class Store:
         )
         for (keys, args), reply in zip(calls[1:], replies, strict=True):
             if isinstance(reply, ReplyError):
-                if not str(reply).startswith("NOSCRIPT"):
+                if reply.code != "NOSCRIPT":
                     raise _fail(reply, args[0])
                 reply = self._restore(keys, args)
             done.append(bool(reply))

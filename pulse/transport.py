@@ -11,7 +11,7 @@ import socket
 
 import hiredis
 
-from .errors import BackendUnavailable, BadValue
+from .errors import BackendUnavailable, BadValue, reply_code
 
 # ``typing`` alone costs ~1.5 ms to import; annotations here are strings, so only type
 # checkers (which treat TYPE_CHECKING as true) need it.
@@ -27,6 +27,12 @@ SCHEMES = ("redis", "rediss", "unix")
 
 class ReplyError(Exception):
     """An error reply from the server, e.g. ``NOSCRIPT No matching script...``."""
+
+    @property
+    def code(self) -> str:
+        """The reply's code (``NOSCRIPT``, ``PULSE_NOTFOUND``), whatever a server put before
+        it: see ``errors.reply_code``."""
+        return reply_code(str(self))[0]
 
 
 class Connection(Protocol):

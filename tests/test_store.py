@@ -157,3 +157,14 @@ def test_stream_is_trimmed(raw, conn):
         upd(store, tid, "heartbeat", i, str(i))
     assert raw.xlen(K.events) < 300
     assert store.get(tid)["version"] == 301
+
+
+def test_error_codes_are_read_whatever_the_server_puts_before_them() -> None:
+    # Redis 7 and Valkey send a one-word Lua error_reply as "ERR PULSE_NOTFOUND".
+    from pulse.errors import reply_code
+    from pulse.transport import ReplyError
+
+    assert reply_code("ERR PULSE_NOTFOUND") == ("PULSE_NOTFOUND", "")
+    assert reply_code("PULSE_VERSION 3") == ("PULSE_VERSION", "3")
+    assert reply_code("ERR unknown command") == ("ERR", "unknown command")
+    assert ReplyError("NOSCRIPT No matching script").code == "NOSCRIPT"

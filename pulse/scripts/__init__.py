@@ -1,4 +1,9 @@
-"""The Lua scripts, one per file; each file's header names its KEYS and ARGV."""
+"""The Lua scripts, one per file; each file's header names its KEYS and ARGV.
+
+Snippets shared by several scripts live in ``include/NAME.lua`` and are pulled in by a line
+``--@include NAME`` (as BullMQ's commands include theirs), so no logic is pasted twice. The
+script Redis runs (and hashes) is the file with its includes spliced in.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,19 @@ if TYPE_CHECKING:
 _HERE = Path(__file__).parent
 
 
+def _expand(source: str, seen: tuple[str, ...]) -> str:
+    out = []
+    for line in source.splitlines(keepends=True):
+        if line.startswith("--@include "):
+            name = line.split()[1]
+            if name in seen:
+                raise ValueError(f"include cycle: {' -> '.join((*seen, name))}")
+            text = (_HERE / "include" / f"{name}.lua").read_text(encoding="utf-8")
+            line = _expand(text, (*seen, name)).rstrip("\n") + "\n"
+        out.append(line)
+    return "".join(out)
+
+
 class Script:
     """A script run by EVALSHA, re-sent with EVAL (which caches it again) on NOSCRIPT.
 
@@ -30,7 +48,7 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = (_HERE / f"{name}.lua").read_text(encoding="utf-8")
+        self.source = _expand((_HERE / f"{name}.lua").read_text(encoding="utf-8"), (name,))
         self.sha = sha1(self.source.encode()).hexdigest()
 
     def __call__(
@@ -47,7 +65,7 @@ class Script:
         try:
             return conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except ReplyError as e:
-            if not str(e).startswith("NOSCRIPT"):
+            if e.code != "NOSCRIPT":
                 raise
         return conn.call("EVAL", self.source, len(keys), *keys, *args)
 
@@ -68,7 +86,7 @@ class Script:
             if isinstance(r, ReplyError):
                 raise r
         if isinstance(reply, ReplyError):
-            if not str(reply).startswith("NOSCRIPT"):
+            if reply.code != "NOSCRIPT":
                 raise reply
             return conn.call("EVAL", self.source, len(keys), *keys, *args)
         return reply
