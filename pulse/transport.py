@@ -40,8 +40,6 @@ class Connection(Protocol):
 
     def call(self, *args: Any) -> Any: ...  # one round trip; raises ReplyError
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...  # errors in list
-    def send(self, commands: Sequence[Sequence[Any]]) -> None: ...  # then nothing but receive()
-    def receive(self) -> list[Any]: ...  # the replies to send(), errors in the list
     def connect(self) -> None: ...  # eager connect, for a reachability check
     def close(self) -> None: ...
 
@@ -94,18 +92,6 @@ class _Calls:
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return self._exchange(commands) if commands else []
-
-    # Commands sent now and their replies read later, so the caller works meanwhile. Here
-    # they simply run at receive(); SocketConnection really writes them at send().
-    _sent: Sequence[Sequence[Any]] | None = None
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        self._sent = commands
-
-    def receive(self) -> list[Any]:
-        commands, self._sent = self._sent, None
-        assert commands is not None, "receive() without send()"
-        return self.pipeline(commands)
 
 
 class SocketConnection(_Calls):
@@ -160,7 +146,6 @@ class SocketConnection(_Calls):
         self._hello = [(what, hiredis.pack_command(command)) for what, command in hello]
         self._sock: socket.socket | None = None
         self._reader: Any = None
-        self._owed: tuple[list[tuple[str, bytes]], int] | None = None  # send() awaiting receive()
 
     def connect(self) -> None:
         if self._sock is not None:
@@ -225,14 +210,6 @@ class SocketConnection(_Calls):
 
     def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return self._collect(self._write(commands), len(commands))
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        self._owed = (self._write(commands), len(commands))
-
-    def receive(self) -> list[Any]:
-        owed, self._owed = self._owed, None
-        assert owed is not None, "receive() without send()"
-        return self._collect(*owed)
 
     def _write(self, commands: Sequence[Sequence[Any]]) -> list[tuple[str, bytes]]:
         """Send ``commands`` (after the login, on a new connection); the login sent."""
