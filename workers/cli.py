@@ -21,7 +21,8 @@ from pulse.errors import BadValue, PulseError
 
 from .metrics import Metrics
 from .mirror import MirrorWorker
-from .relay import Relay, RelayConfig, markers, redrive
+from .relay import Relay, RelayConfig, markers
+from .relay import redrive as redrive_dead_letters
 from .sinks import Sink, open_sink
 from .state import RelayState
 
@@ -213,7 +214,7 @@ def main(
             sent = failing = 0
             for s, st in zip(settings, states, strict=True):
                 sinks = _sinks(sink_urls, s, st)
-                a, b = redrive(st, sinks, s.lang)
+                a, b = redrive_dead_letters(st, sinks, s.lang)
                 sent, failing = sent + a, failing + b
                 for sink in sinks:
                     sink.close()
