@@ -31,7 +31,7 @@ NS = "team"
 # the passwords hold what a URL must percent-encode
 PASSWORDS = {"AGENT_PASSWORD": "ag@nt/p:w%1", "WORKER_PASSWORD": "w0rk#er?pw"}
 CONNECTION = {"ping", "select"}  # granted for health checks and `/1` URLs; no verb needs them
-RELAY = [sys.executable, "-c", "from workers.cli import main; main()"]  # pulse-relay
+RELAY = [sys.executable, "-m", "pulse_workers"]  # pulse-relay
 
 
 def doc_lines(prefix: str) -> list[str]:

@@ -45,7 +45,7 @@ DOCKER_COMPOSE_MISSING = (
     ".ci/run installs it)"
 )
 # the image's console scripts, run from this checkout
-RELAY_MAIN = "import sys; sys.argv[0] = 'pulse-relay'; from workers.cli import main; main()"
+RELAY_MAIN = "import sys; sys.argv[0] = 'pulse-relay'; from pulse_workers.cli import main; main()"
 CONSOLE_SCRIPTS = {
     "pulse-relay": [sys.executable, "-c", RELAY_MAIN],
     "pulse": [sys.executable, "-m", "pulse"],

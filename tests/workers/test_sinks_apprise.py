@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pulse.errors import BadValue
-from workers.sinks import Push, SinkError, open_sink
+from pulse_workers.sinks import Push, SinkError, open_sink
 
 apprise = pytest.importorskip("apprise")
 
