@@ -76,7 +76,9 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         raise BackendUnavailable(f"cannot reach Redis at {redacted_url(url)}: {e}") from None
     except ResponseError as e:
-        raise BackendRefused(f"Redis at {redacted_url(url)} refused us: {e}") from None
+        # redis-py drops the code from NOPERM's text: put it back, it is what users search for
+        code = "NOPERM " if type(e).__name__ == "NoPermissionError" else ""
+        raise BackendRefused(f"Redis at {redacted_url(url)} refused us: {code}{e}") from None
     if not cluster:
         return client
     client.close()
@@ -112,7 +114,9 @@ class redis_errors:  # noqa: N801 - used as a ``with`` block, like contextlib's 
         if not isinstance(error, RedisError):
             return False
         text = str(error)
-        if isinstance(error, (AuthenticationError, NoPermissionError)):
+        if isinstance(error, NoPermissionError):
+            raise BackendRefused(f"Redis refused us: NOPERM {text}") from None
+        if isinstance(error, AuthenticationError):
             raise BackendRefused(f"Redis refused us: {text}") from None
         if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
             raise BackendUnavailable(f"Redis unavailable: {text}") from None

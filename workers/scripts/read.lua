@@ -20,7 +20,10 @@ local mode = ARGV[5]
 if mode == 'init' then
   local made = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[2], '$', 'MKSTREAM')
   if type(made) == 'table' and made.err then
-    return 0
+    if string.find(made.err, 'BUSYGROUP', 1, true) then
+      return 0
+    end
+    return redis.error_reply(made.err)
   end
   return 1
 end
