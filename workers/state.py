@@ -38,9 +38,10 @@ class DeadLetter:
     error: str
     event: Event | None  # None: the entry did not parse (``raw`` holds its fields)
     raw: dict[str, str]
+    entry: str = ""  # the stream entry it came from
 
     def to_dict(self) -> dict[str, Any]:
-        event = self.event.to_dict() if self.event else {"id": self.raw.get("event"), "raw": self.raw}
+        event = self.event.to_dict() if self.event else {"id": self.entry, "raw": self.raw}
         return {"id": self.id, "sink": self.sink, "error": self.error, "event": event}
 
 
@@ -164,7 +165,9 @@ class RelayState:
                     event = Event.from_entry(d.get("event", ""), d)
                 except PulseError:
                     event = None
-            letters.append(DeadLetter(entry_id, d.get("sink", ""), d.get("error", ""), event, raw))
+            letters.append(
+                DeadLetter(entry_id, d.get("sink", ""), d.get("error", ""), event, raw, d.get("event", ""))
+            )
         return letters
 
     def dead_counts(self, count: int = 10_000) -> dict[str, int]:
