@@ -237,7 +237,7 @@ def main(
             for s, st in zip(settings, states, strict=True)
         ]
         log.info(
-            "relaying %s as %s/%s to %s", ", ".join(names), group, consumer,
+            "relaying namespace %s as %s/%s to %s", ", ".join(names), group, consumer,
             ", ".join(relays[0].markers),
         )  # fmt: skip
         _run_all([lambda r=r: r.run(stopping) for r in relays], stopping)
