@@ -106,7 +106,7 @@ def _on_signals(stop: Callable[[], None]) -> None:
 @click.option("--lease-seconds", type=click.FloatRange(min=0.5),
               help="A standby takes over this long after the active relay died "
               "[PULSE_RELAY_LEASE_SECONDS, else 10].")
-@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--in-flight", type=click.IntRange(min=1), default=64, show_default=True,
               help="Pushes in flight per sink (of different tasks).")
 @click.option("--tries", type=click.IntRange(min=1), default=5, show_default=True,
               help="Tries per push before it goes to the dead letters.")

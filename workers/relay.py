@@ -50,7 +50,7 @@ class RelayConfig:
     group: str = "relay"  # each sink's consumer group is "<group>:<sink name>"
     consumer: str = "relay"
     lease_seconds: float = 10.0
-    in_flight: int = 32  # pushes in flight per sink, for different tasks
+    in_flight: int = 64  # pushes in flight per sink, for different tasks
     batch: int = 200
     stall_interval: float = 1.0
     tries: int = 5
