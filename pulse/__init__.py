@@ -19,13 +19,21 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .client import Client
-    from .connection import redis_client, redis_errors
-    from .events import Entries, Event, Feed, entry_order, group_positions, mark_stalled, parse_entries
-    from .keys import Keys
-    from .mirror import Mirror
-    from .render import render_card, render_push
-    from .scripts import Script
-    from .settings import Settings, check_namespace
+    from .connection import redis_client, redis_errors  # noqa: F401
+    from .events import (  # noqa: F401
+        Entries,
+        Event,
+        Feed,
+        entry_order,
+        group_positions,
+        mark_stalled,
+        parse_entries,
+    )
+    from .keys import Keys  # noqa: F401
+    from .mirror import Mirror  # noqa: F401
+    from .render import render_card, render_push  # noqa: F401
+    from .scripts import Script  # noqa: F401
+    from .settings import Settings, check_namespace  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = [
@@ -92,13 +100,6 @@ def connect(url: str | None = None, **settings: Any) -> Client:
     ``client.flush_mirror()``, ``client.close()`` and the end of the process wait for them.
     """
     from .client import Client
-    from .connection import redis_client, redis_errors
-    from .events import Entries, Event, Feed, entry_order, group_positions, mark_stalled, parse_entries
-    from .keys import Keys
-    from .mirror import Mirror
-    from .render import render_card, render_push
-    from .scripts import Script
-    from .settings import Settings, check_namespace
     from .settings import Settings
 
     base = Settings.from_env()

@@ -97,9 +97,9 @@ class redis_errors:  # noqa: N801 - used as a ``with`` block, like contextlib's 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, error: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:  # never swallows: raises anew
         if error is None:
-            return False
+            return
         from redis.exceptions import (
             AuthenticationError,
             NoPermissionError,
@@ -112,7 +112,7 @@ class redis_errors:  # noqa: N801 - used as a ``with`` block, like contextlib's 
         from .errors import BackendError, BackendRefused, BackendReply, reply_code
 
         if not isinstance(error, RedisError):
-            return False
+            return
         text = str(error)
         if isinstance(error, NoPermissionError):
             raise BackendRefused(f"Redis refused us: NOPERM {text}") from None

@@ -39,7 +39,7 @@ class Event:
         """The event of a stream entry (fields as a flat list or a dict); BadValue if it
         does not parse, so a worker can park it and go on."""
         try:
-            data = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))
+            data = fields if isinstance(fields, dict) else _pairs(fields)
             task = model.normalize(json.loads(data["task"]))
             if not isinstance(task, dict) or not task.get("taskId"):
                 raise ValueError("no taskId")
@@ -49,6 +49,10 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "at": self.at, "task": self.task}
+
+
+def _pairs(flat: Any) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd field out: dropped
 
 
 def entry_ms(entry_id: str) -> int:
@@ -93,7 +97,7 @@ def parse_entries(entries: Any) -> Entries:
         try:
             events.append(Event.from_entry(entry_id, fields))
         except BadValue as e:
-            raw = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))
+            raw = fields if isinstance(fields, dict) else _pairs(fields)
             bad.append((entry_id, {str(k): str(v) for k, v in raw.items()}, str(e)))
     return Entries(events, bad, gone)
 
@@ -178,7 +182,13 @@ class Feed:
 
 
 def mark_stalled(
-    client: Any, namespace: str, now: float, tz: tzinfo, *, limit: int = 100, maxlen: int = STREAM_MAXLEN
+    client: Any,
+    namespace: str,
+    now: float,
+    tz: tzinfo,
+    *,
+    limit: int = 100,
+    maxlen: int = STREAM_MAXLEN,
 ) -> list[Event]:
     """Emit `stall` for running tasks quiet past their stall time; one per stall."""
     k = Keys(namespace)

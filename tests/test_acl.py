@@ -19,11 +19,10 @@ from urllib.parse import quote
 import pytest
 
 from pulse.client import Client
-from pulse.errors import AmbiguousId
 from pulse.connection import redis_client
+from pulse.errors import AmbiguousId
 from pulse.events import Feed, listen, mark_stalled
 from pulse.settings import Settings
-from pulse.transport import connect
 from tests.redis_proc import RedisProc, redis_proc
 from tests.tls_proxy import tls_proxy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,7 +45,10 @@ def _env_number(name: str, default: float, low: float) -> float:
 
 def _sinks(urls: tuple[str, ...], settings: Settings, state: RelayState) -> list[Sink]:
     # the chat sinks keep their message ids in Redis (state.get/set), per namespace
-    return [open_sink(u, memory=state, settings=settings) for u in urls or settings.sinks or ("console://",)]
+    return [
+        open_sink(u, memory=state, settings=settings)
+        for u in urls or settings.sinks or ("console://",)
+    ]
 
 
 def _check(
@@ -64,7 +68,11 @@ def _check(
         lags = {group: Feed(client, ns, group, "check").lag()}
         lags[group]["dead_letters"] = dead.get(f"mirror:{group}", 0)
     holder = None if mirror else state.holder()
-    behind = [n for n, x in lags.items() if max_lag is not None and x["pending"] + x["undelivered"] > max_lag]
+    behind = [
+        n
+        for n, x in lags.items()
+        if max_lag is not None and x["pending"] + x["undelivered"] > max_lag
+    ]
     ok = (mirror or holder is not None) and not behind
     report = {
         "namespace": ns,
@@ -79,7 +87,9 @@ def _check(
 
 def _check_text(report: dict[str, Any]) -> str:
     def line(figures: dict[str, Any]) -> str:
-        return " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+        return " ".join(
+            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        )
 
     active = report["active"] or "none (no relay holds the lease)"
     head = f"{report['namespace']}: active={active} dead_letters={report['dead_letters']}"
@@ -96,32 +106,76 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(pulse.__version__, "--version", prog_name="pulse-relay")
-@click.option("--sink", "sink_urls", multiple=True, metavar="URL",
-              help="Where to push (repeatable) [PULSE_SINKS, else console://].")
-@click.option("--namespace", "namespaces", multiple=True,
-              help="Namespace to relay (repeatable) [PULSE_NAMESPACE].")
+@click.option(
+    "--sink",
+    "sink_urls",
+    multiple=True,
+    metavar="URL",
+    help="Where to push (repeatable) [PULSE_SINKS, else console://].",
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Namespace to relay (repeatable) [PULSE_NAMESPACE].",
+)
 @click.option("--url", help="Redis URL [PULSE_REDIS_URL]; unset: the embedded server.")
 @click.option("--group", default="relay", show_default=True, help="Relay group.")
 @click.option("--name", help="Consumer name [host-pid].")
-@click.option("--lease-seconds", type=click.FloatRange(min=0.5),
-              help="A standby takes over this long after the active relay died "
-              "[PULSE_RELAY_LEASE_SECONDS, else 10].")
-@click.option("--in-flight", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Pushes in flight per sink (of different tasks).")
-@click.option("--tries", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Tries per push before it goes to the dead letters.")
-@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="First retry delay in seconds; doubles each try, with jitter.")
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535),
-              help="Serve Prometheus metrics on this port [PULSE_METRICS_PORT].")
-@click.option("--mirror", "mirror_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Instead of pushing, keep DIR/NAMESPACE/ID.json with every task's latest "
-              "snapshot (consumer group 'mirror').")
-@click.option("--claim-idle", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Mirror: seconds before a dead mirror worker's entries are taken over.")
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0.5),
+    help="A standby takes over this long after the active relay died "
+    "[PULSE_RELAY_LEASE_SECONDS, else 10].",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Pushes in flight per sink (of different tasks).",
+)
+@click.option(
+    "--tries",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Tries per push before it goes to the dead letters.",
+)
+@click.option(
+    "--backoff",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="First retry delay in seconds; doubles each try, with jitter.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port [PULSE_METRICS_PORT].",
+)
+@click.option(
+    "--mirror",
+    "mirror_dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Instead of pushing, keep DIR/NAMESPACE/ID.json with every task's latest "
+    "snapshot (consumer group 'mirror').",
+)
+@click.option(
+    "--claim-idle",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Mirror: seconds before a dead mirror worker's entries are taken over.",
+)
 @click.option("--check", is_flag=True, help="Print lag and dead letters; exit 1 if unhealthy.")
-@click.option("--max-lag", type=click.IntRange(min=0), metavar="N",
-              help="With --check: unhealthy when a sink is more than N entries behind.")
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --check: unhealthy when a sink is more than N entries behind.",
+)
 @click.option("--dead-letters", is_flag=True, help="List dead letters, then exit.")
 @click.option("--redrive", is_flag=True, help="Send dead letters again, then exit.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
@@ -162,7 +216,9 @@ def main(
         client = redis_client(base)
         mirror_group = "mirror" if group == "relay" else group
         states = [
-            RelayState(client, s.namespace, mirror_group if mirror_dir else group, ttl=s.retention_seconds)
+            RelayState(
+                client, s.namespace, mirror_group if mirror_dir else group, ttl=s.retention_seconds
+            )
             for s in settings
         ]
         if check:
@@ -174,7 +230,9 @@ def main(
                     sink.close()
             reports, healthy = [], True
             for state in states:
-                report, ok = _check(client, state, mirror_group if mirror_dir else group, only, max_lag)
+                report, ok = _check(
+                    client, state, mirror_group if mirror_dir else group, only, max_lag
+                )
                 reports.append(report)
                 healthy = healthy and ok
             if as_json:
@@ -240,7 +298,7 @@ def main(
             "relaying namespace %s as %s/%s to %s", ", ".join(names), group, consumer,
             ", ".join(relays[0].markers),
         )  # fmt: skip
-        _run_all([lambda r=r: r.run(stopping) for r in relays], stopping)
+        _run_all([functools.partial(r.run, stopping) for r in relays], stopping)
         metrics.close()
         if any(r.failed for r in relays):
             sys.exit(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pulse import Event, render_card, render_push
 
@@ -17,8 +18,9 @@ log = logging.getLogger("pulse.relay")
 def to_push(event: Event, lang: str) -> Push:
     """The push of an event: its notification text and the card of the whole task (what a
     sink that edits one message per task shows). ValueError for a kind it cannot render."""
-    text = render_push(event.kind, event.task, lang)
-    return Push(event.id, event.kind, event.task, text, event.at, card=render_card(event.task, lang))
+    task: dict[str, Any] = dict(event.task)
+    text = render_push(event.kind, task, lang)
+    return Push(event.id, event.kind, task, text, event.at, card=render_card(task, lang))
 
 
 @dataclass(frozen=True)

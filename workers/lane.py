@@ -96,7 +96,9 @@ class Lane(threading.Thread):
     def run(self) -> None:
         try:
             self._start()
-            reader = threading.Thread(target=self._read_loop, name=f"read {self.marker}", daemon=True)
+            reader = threading.Thread(
+                target=self._read_loop, name=f"read {self.marker}", daemon=True
+            )
             reader.start()
             self._loop()
         except LeaseLost:
@@ -167,7 +169,9 @@ class Lane(threading.Thread):
             if self._unacked:
                 timeout = min(timeout, 0.2)
             try:
-                message = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+                message = (
+                    self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+                )
             except queue.Empty:
                 continue
             while True:
@@ -198,7 +202,9 @@ class Lane(threading.Thread):
         if got.gone:
             self._unacked += got.gone
         for entry_id, raw, error in got.bad:
-            log.warning("%s: entry %s does not parse; parked in the dead letters", self.marker, entry_id)
+            log.warning(
+                "%s: entry %s does not parse; parked in the dead letters", self.marker, entry_id
+            )
             self._park(entry_id, error, raw=raw)
         for event in got.events:
             self.policy.add(event)
@@ -213,14 +219,18 @@ class Lane(threading.Thread):
             return
         self.stats.failed_tries += 1
         dropped = p.dropped
-        if p.failed(event, self.clock(), permanent=outcome.permanent, retry_after=outcome.retry_after):
+        if p.failed(
+            event, self.clock(), permanent=outcome.permanent, retry_after=outcome.retry_after
+        ):
             log.warning("%s: %s %s dead-lettered: %s", name, kind, event.id, outcome.error)
             self._park(event.id, outcome.error, event=event)
         elif p.dropped == dropped:
             log.warning("%s: %s %s failed (%s); retrying", name, kind, event.id, outcome.error)
         self.stats.dropped = p.dropped
 
-    def _park(self, entry_id: str, error: str, *, event: Event | None = None, raw: Any = None) -> None:
+    def _park(
+        self, entry_id: str, error: str, *, event: Event | None = None, raw: Any = None
+    ) -> None:
         try:
             self.state.dead_letter(
                 self.token, self.config.group, self.marker, error, entry_id, event, raw

@@ -14,7 +14,13 @@ class Metrics:
         self.enabled = port is not None
         if not self.enabled:
             return
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            start_http_server,
+        )
 
         self.registry = CollectorRegistry()
         r = self.registry
@@ -25,17 +31,27 @@ class Metrics:
             registry=r,
         )
         self._seconds = Histogram(
-            "pulse_push_seconds", "Time a sink took to take one push.", ["namespace", "sink"], registry=r
+            "pulse_push_seconds",
+            "Time a sink took to take one push.",
+            ["namespace", "sink"],
+            registry=r,
         )
         self._lag = Gauge(
-            "pulse_lag", "Entries a sink has not been given or not acknowledged.", ["namespace", "sink"], registry=r
+            "pulse_lag",
+            "Entries a sink has not been given or not acknowledged.",
+            ["namespace", "sink"],
+            registry=r,
         )
         self._dead = Gauge(
             "pulse_dead_letters", "Dead letters of a sink.", ["namespace", "sink"], registry=r
         )
         self._active = Gauge(
-            "pulse_relay_active", "1 while this relay holds the namespace's lease.", ["namespace"], registry=r
+            "pulse_relay_active",
+            "1 while this relay holds the namespace's lease.",
+            ["namespace"],
+            registry=r,
         )
+        assert port is not None
         self.server: Any = start_http_server(port, addr=host, registry=r)
 
     def pushed(self, namespace: str, sink: str, kind: str, outcome: Outcome) -> None:

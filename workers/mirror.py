@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pulse import Entries, Feed, Mirror
+from pulse import Entries, Event, Feed, Mirror
 from pulse.errors import BackendUnavailable, PulseError
 
 from .state import RelayState
@@ -69,7 +69,7 @@ class MirrorWorker:
         for entry_id, raw, error in got.bad:
             self._park(entry_id, error, raw)
         # The newest snapshot of each task in the batch is the only one worth a file write.
-        latest = {}
+        latest: dict[str, Event] = {}
         for event in got.events:
             have = latest.get(event.task["taskId"])
             if have is None or have.task["version"] < event.task["version"]:

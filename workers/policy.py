@@ -152,6 +152,4 @@ class Policy:
         if task.queue:  # to the back: the tasks that waited meanwhile go first
             self._tasks[tid] = task
         if len(self._last_beat) > 10_000:  # only those still inside their window matter
-            self._last_beat = {
-                t: at for t, at in self._last_beat.items() if now - at < self.window
-            }
+            self._last_beat = {t: at for t, at in self._last_beat.items() if now - at < self.window}

@@ -42,7 +42,11 @@ log = logging.getLogger("pulse.relay")
 def boot_clock() -> float:
     """Seconds on a clock that goes on while the host is suspended (Linux's CLOCK_BOOTTIME),
     else the monotonic clock: a lease measured on a clock that stopped would look valid."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+    return (
+        time.clock_gettime(time.CLOCK_BOOTTIME)
+        if hasattr(time, "CLOCK_BOOTTIME")
+        else time.monotonic()
+    )
 
 
 @dataclass
@@ -239,7 +243,9 @@ def redrive(state: RelayState, sinks: list[Sink], lang: str) -> tuple[int, int]:
         outcome = attempt(sink, letter.event, lang)
         if not outcome.ok:
             failing += 1
-            log.warning("dead letter %s to %s failed again: %s", letter.id, sink.name, outcome.error)
+            log.warning(
+                "dead letter %s to %s failed again: %s", letter.id, sink.name, outcome.error
+            )
             continue
         state.remove_dead([letter.id])
         sent += 1

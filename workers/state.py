@@ -135,7 +135,11 @@ class RelayState:
             }
         else:
             fields = {f"raw:{k}": v for k, v in (raw or {}).items()}
-        flat = [x for kv in {"sink": sink, "error": error, "event": entry_id, **fields}.items() for x in kv]
+        flat = [
+            x
+            for kv in {"sink": sink, "error": error, "event": entry_id, **fields}.items()
+            for x in kv
+        ]
         return str(
             self._run(
                 _DEAD,
@@ -166,7 +170,9 @@ class RelayState:
                 except PulseError:
                     event = None
             letters.append(
-                DeadLetter(entry_id, d.get("sink", ""), d.get("error", ""), event, raw, d.get("event", ""))
+                DeadLetter(
+                    entry_id, d.get("sink", ""), d.get("error", ""), event, raw, d.get("event", "")
+                )
             )
         return letters
 

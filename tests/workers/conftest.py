@@ -387,7 +387,9 @@ def _version(body: dict[str, Any]) -> dict[str, Any]:
     return {"task": body["task"]["taskId"], "version": body["task"]["version"]}
 
 
-def audit(stream: list[tuple[str, dict[str, str]]], delivered: list[dict[str, Any]]) -> dict[str, int]:
+def audit(
+    stream: list[tuple[str, dict[str, str]]], delivered: list[dict[str, Any]]
+) -> dict[str, int]:
     """What a receiver got against what the stream holds: events not heartbeats that never
     arrived (``lost``), arrivals with a lower version than one of the same task before them
     (``backwards``), and arrivals of an event that had arrived already (``duplicates``)."""

@@ -34,7 +34,9 @@ def test_check_fails_without_an_active_relay_or_over_max_lag(pulse_env, relays, 
     relays.client.delete("pulse:{test}:relay:relay")  # as if its lease had lapsed already
     relays.start("--sink", sink, name="b", lease="30")
     wait_until(lambda: relays.active() == "b")
-    wait_until(lambda: relay(pulse_env, "--check", "--sink", sink, "--max-lag", "0").returncode == 0)
+    wait_until(
+        lambda: relay(pulse_env, "--check", "--sink", sink, "--max-lag", "0").returncode == 0
+    )
     proc_b = relays.procs["b"]
     proc_b.kill()
     proc_b.wait()
@@ -71,14 +73,18 @@ def test_metrics_and_several_namespaces_from_one_process(pulse_env, relays, free
             with Client(Settings.from_env({**pulse_env, "PULSE_NAMESPACE": ns})) as c:
                 c.create(f"job in {ns}", ["x"])
         wait_until(lambda: len(receiver.delivered) == 2)
-        assert sorted(d["task"].split("-")[0] for d in receiver.delivered) == ["job_in_test", "job_in_two"]
+        assert sorted(d["task"].split("-")[0] for d in receiver.delivered) == [
+            "job_in_test",
+            "job_in_two",
+        ]
 
         def scrape() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 return r.read().decode()
 
         sink = f"webhook+{receiver.url}/hook"
-        wait_until(lambda: f'pulse_pushes_total{{kind="create",namespace="two",outcome="delivered",sink="{sink}"}} 1.0' in scrape())
+        labels = f'kind="create",namespace="two",outcome="delivered",sink="{sink}"'
+        wait_until(lambda: f"pulse_pushes_total{{{labels}}} 1.0" in scrape())
         text = scrape()
         for line in (
             'pulse_relay_active{namespace="test"} 1.0',

@@ -3,8 +3,9 @@ retry timing, the bound on pushes in flight. No Redis, no threads, no sleeping."
 
 from __future__ import annotations
 
-from pulse.events import Event
 from pulse_workers.policy import EDITS, Policy
+
+from pulse.events import Event
 
 _seq = iter(range(1, 10_000))
 
@@ -74,7 +75,12 @@ def test_permanent_failures_are_not_retried_and_retry_after_is_honoured():
 
 def test_heartbeats_overtaken_are_dropped_step_changes_never():
     p = Policy(limit=8, window=30.0)
-    hb1, nx, hb2, hb3 = ev("a", "heartbeat"), ev("a", "next"), ev("a", "heartbeat"), ev("a", "heartbeat")
+    hb1, nx, hb2, hb3 = (
+        ev("a", "heartbeat"),
+        ev("a", "next"),
+        ev("a", "heartbeat"),
+        ev("a", "heartbeat"),
+    )
     p.add(hb1)
     assert ids(p.ready(0.0)) == [hb1.id]  # in flight: a newer event does not drop it
     p.add(nx)

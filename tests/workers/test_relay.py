@@ -8,14 +8,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.workers.conftest import FakeServer, Recorded
-
-from tests.workers.conftest import SECRET, Relays, wait_until, webhook
+from tests.workers.conftest import SECRET, FakeServer, Recorded, Relays, wait_until, webhook
 
 
 def pulse(env: dict, *args: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from pulse.settings import Settings
 from pulse_workers.sinks import DictMemory, Push, SinkError, open_sink
 from pulse_workers.sinks.discord import fit
+
+from pulse.settings import Settings
 
 TASK = {"taskId": "t-42", "taskName": "nightly", "status": "running", "version": 1, "steps": []}
 

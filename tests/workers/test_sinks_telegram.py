@@ -8,12 +8,12 @@ import socket
 from typing import Any
 
 import pytest
-
-from pulse.render import render_push
-from pulse.settings import Settings
 from pulse_workers.sinks import DictMemory, Push, SinkError, open_sink
 from pulse_workers.sinks._http import Pacer
 from pulse_workers.sinks.telegram import fit
+
+from pulse.render import render_push
+from pulse.settings import Settings
 
 CHAT = "-100777"
 TASK = {
@@ -69,7 +69,7 @@ def test_one_message_per_task_edited_in_place(fake_telegram: Any, fake_clock: An
     }
 
 
-def test_error_as_first_push_notifies_and_posts_the_card(fake_telegram: Any, fake_clock: Any) -> None:
+def test_error_as_first_push_notifies_and_posts_the_card(fake_telegram: Any, fake_clock: Any):
     memory = DictMemory()
     _sink(fake_telegram, fake_clock, memory).send(_push("error", "9-0", "❌ [agent run] Failed"))
     assert [m for m, _ in fake_telegram.calls] == ["sendMessage", "sendMessage"]

@@ -10,7 +10,6 @@ import socket
 from typing import Any
 
 import pytest
-
 from pulse_workers.sinks import Push, SinkError, open_sink
 
 TASK = {"taskId": "t-1", "taskName": "backup", "status": "running", "version": 3, "steps": []}

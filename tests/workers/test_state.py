@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from pulse_workers.relay import Lease
 from pulse_workers.state import LeaseLost, RelayState
 
@@ -27,7 +26,11 @@ def state(redis_client) -> RelayState:
 def test_one_holder_at_a_time_extended_only_by_it(state, redis_client):
     assert state.lease("a", "take", 5000) and state.holder() == "a"
     assert not state.lease("b", "take", 5000)
-    assert not state.lease("b", "renew", 5000) and not state.lease("b", "drop") and state.holder() == "a"
+    assert (
+        not state.lease("b", "renew", 5000)
+        and not state.lease("b", "drop")
+        and state.holder() == "a"
+    )
     assert state.lease("a", "renew", 9000) and 8000 < redis_client.pttl(state.lease_key) <= 9000
     state.lease("a", "drop")
     assert state.holder() is None and state.lease("b", "take", 5000)
