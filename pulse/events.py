@@ -135,7 +135,9 @@ class Feed:
                     self.group, self.consumer, stream, count=count, block=block_ms
                 )
             except Exception as e:
-                if "NOGROUP" not in str(e):
+                # NOGROUP: Redis lost the group (and the stream); UNBLOCKED: the stream was
+                # deleted while this read waited on it (Redis 7, Valkey)
+                if not str(e).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 self.ensure_group("0")
                 return Entries([], [], [])

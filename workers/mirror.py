@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from pulse import Entries, Event, Feed, Mirror
-from pulse.errors import BackendUnavailable, PulseError
+from pulse.errors import BackendReply, BackendUnavailable, PulseError
 
 from .state import RelayState
 
@@ -45,9 +45,9 @@ class MirrorWorker:
         while not self.stopping.is_set():
             try:
                 self._loop()
-            except BackendUnavailable as e:
-                # Redis restarting or unreachable: events not acknowledged stay pending, so
-                # reading on after a pause loses nothing.
+            except (BackendUnavailable, BackendReply) as e:
+                # Redis restarting, unreachable, or answering oddly in between: events not
+                # acknowledged stay pending, so reading on after a pause loses nothing.
                 log.warning("%s; retrying in %.1fs", e, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
