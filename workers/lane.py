@@ -68,6 +68,7 @@ class Lane(threading.Thread):
         config: LaneConfig,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        carry: list[str] | None = None,
     ) -> None:
         super().__init__(name=f"lane {marker}", daemon=True)
         self.sink, self.marker, self.state, self.token = sink, marker, state, token
@@ -86,7 +87,13 @@ class Lane(threading.Thread):
         self.failed = False  # stopped by a bug
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._senders = ThreadPoolExecutor(self.policy.limit, thread_name_prefix=f"send {marker}")
-        self._unacked: list[str] = []
+        # entries done with whose ack Redis has not taken yet; a lane that stops hands them to
+        # the next (``leftover``): pushed while Redis was away, they must not go out again
+        self._unacked: list[str] = list(carry or [])
+
+    def leftover(self) -> list[str]:
+        """Entries delivered (or dropped) and not yet acknowledged, once the lane ended."""
+        return self._unacked + self.policy.take_acks()
 
     def stop(self) -> None:
         """Finish the pushes in flight, acknowledge, return."""
@@ -118,6 +125,9 @@ class Lane(threading.Thread):
         while True:
             try:
                 self.state.init_group(self.token, c.group)
+                self._flush([])  # what an earlier lane of this relay delivered, first
+                if self._unacked:
+                    raise BackendUnavailable("acks still wait for Redis")
                 claimed = 0
                 for got in self.state.claim_all(self.token, c.group, c.consumer, c.batch):
                     self._take(got)

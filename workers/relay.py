@@ -124,6 +124,9 @@ class Relay:
         self.stats = Stats()
         self.failed = False
         self.takeovers = 0
+        # per sink: entries this relay delivered whose ack Redis never took (it went away):
+        # acked first at the next activation, so they are not sent again
+        self._carry: dict[str, list[str]] = {}
 
     def run(self, stopping: threading.Event) -> Stats:
         """Stand by, be active while holding the lease, until ``stopping`` is set."""
@@ -171,6 +174,7 @@ class Relay:
                     batch=c.batch,
                 ),
                 self.metrics,
+                carry=self._carry.pop(marker, []),
             )
             for sink, marker in zip(self.sinks, self.markers, strict=True)
         ]
@@ -206,6 +210,8 @@ class Relay:
             for lane in lanes:
                 lane.join()
                 self.stats.add(lane.stats)
+                if not lane.lost:  # another holder claims and sends them anyway
+                    self._carry[lane.marker] = lane.leftover()
             self.failed = self.failed or any(x.failed for x in lanes)
             self.metrics.active(self.namespace, False)
             if any(x.failed for x in lanes):
