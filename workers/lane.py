@@ -167,7 +167,8 @@ class Lane(threading.Thread):
         p = self.policy
         while True:
             now = self.clock()
-            if not self.stopping.is_set() and self.valid():
+            sending = not self.stopping.is_set() and self.valid()
+            if sending:
                 for event in p.ready(now):
                     self._senders.submit(self._send, event)
             self._flush(p.take_acks())
@@ -178,6 +179,8 @@ class Lane(threading.Thread):
             timeout = 1.0 if due is None else min(1.0, max(0.0, due - now))
             if self._unacked:
                 timeout = min(timeout, 0.2)
+            if not sending:  # nothing is due while it may not push: wait for replies
+                timeout = max(timeout, 0.05)
             try:
                 message = (
                     self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
