@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from .keys import Keys  # noqa: F401
     from .mirror import Mirror  # noqa: F401
+    from .render import clean as clean_text  # noqa: F401
     from .render import render_card, render_push  # noqa: F401
     from .scripts import Script  # noqa: F401
     from .settings import Settings, check_namespace  # noqa: F401
@@ -49,6 +50,7 @@ __all__ = [
     "Script",
     "Settings",
     "check_namespace",
+    "clean_text",
     "entry_order",
     "group_positions",
     "mark_stalled",
@@ -75,9 +77,13 @@ _LAZY = {
     "check_namespace": "settings",
     "redis_client": "connection",
     "redis_errors": "connection",
+    "clean_text": "render",
     "render_card": "render",
     "render_push": "render",
 }
+
+
+_RENAMED = {"clean_text": "clean"}  # a clearer name outside its module
 
 
 def __getattr__(name: str) -> object:
@@ -86,7 +92,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'pulse' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(import_module(f".{module}", __name__), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 
