@@ -322,3 +322,29 @@ def test_a_sink_added_later_starts_where_the_others_are(pulse_env, start_relay, 
     everyone = sorted(check()["namespaces"][0]["sinks"])
     assert [name.rpartition("/")[2] for name in everyone] == ["added.jsonl", "first.jsonl"]
     assert list(check(first)["namespaces"][0]["sinks"]) == everyone[1:]
+
+
+def test_telegram_keeps_a_card_per_task_and_coalesces_edits(pulse_env, start_relay, fake_telegram):
+    start_relay(
+        "--sink", fake_telegram.sink_url(), PULSE_TELEGRAM_API=fake_telegram.url, PULSE_LANG="en"
+    )
+    steps = [f"s{i}" for i in range(12)]
+    task = pulse(pulse_env, "create", "big deploy", *steps)
+    for i in range(11):  # faster than the chat's pace of one message a second
+        pulse(pulse_env, "next", task, f"s{i} ok")
+    pulse(pulse_env, "done", task, "shipped")
+
+    def finished() -> bool:
+        return any("Finished" in t for t in fake_telegram.messages.values()) and any(
+            "Result: shipped" in t and "12/12" in t for t in fake_telegram.messages.values()
+        )
+
+    wait_until(finished, timeout=30)
+    calls = fake_telegram.calls
+    sends = [p["text"] for m, p in calls if m == "sendMessage"]
+    assert sends[0].startswith("🚀 Started [big deploy]") and sends[-1].startswith("🎉")
+    assert len(sends) == 3  # start, the card, done: the chat is notified of each
+    card = fake_telegram.messages[("-100777", 2)]
+    assert card.splitlines()[0] == "✅ big deploy" and "██████████ 12/12" in card
+    edits = [m for m, _ in calls if m == "editMessageText"]
+    assert len(edits) < 11  # the edits the pace held back gave way to the newest state
