@@ -64,7 +64,9 @@ def retrying(what: str, stopping: threading.Event, step: Callable[[], None]) -> 
             step()
             return
         except (BackendUnavailable, ReplyError) as e:
-            if isinstance(e, ReplyError) and "NOGROUP" not in str(e):
+            # Redis 7.0 wakes a blocked XREADGROUP whose stream was deleted with UNBLOCKED,
+            # Valkey and later reads with NOGROUP
+            if isinstance(e, ReplyError) and e.code not in ("NOGROUP", "UNBLOCKED"):
                 raise
             if time.monotonic() - started > 30:
                 delay = 0.1  # it had been running fine: a new outage starts over
