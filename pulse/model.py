@@ -33,6 +33,7 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 # and at run time a task is the plain dict that json gives.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, TypedDict
 
     class Step(TypedDict, total=False):
@@ -175,7 +176,7 @@ def new_task(
 ) -> Task:
     """A task just created: its first step running, the rest pending, version 1."""
     step_list: list[Step] = [{"name": s, "status": "pending"} for s in steps]
-    step_list[0].update(status="running", startedAt=now)
+    step_list[0]["status"], step_list[0]["startedAt"] = "running", now
     return {
         "taskId": task_id,
         "taskName": name,
@@ -262,7 +263,7 @@ def _finish_step(step: Step, status: str, now: str, message: str | None) -> None
         step["message"] = message
 
 
-def normalize(raw: dict[str, Any], *, namespace: str | None = None) -> Task:
+def normalize(raw: Mapping[str, Any], *, namespace: str | None = None) -> Task:
     """A snapshot in SPEC's field order, with missing fields filled (seed files lack some)."""
     steps = []
     for s in raw.get("steps") or []:

@@ -51,7 +51,8 @@ def entry() -> None:
 def _click_error(e: Exception) -> int:
     import click
 
-    if type(e).__name__ == "NoArgsIsHelpError":  # bare `pulse` (click 8.2+): the help, as is
+    # bare `pulse` (click 8.2+): the help, as is
+    if isinstance(e, click.ClickException) and type(e).__name__ == "NoArgsIsHelpError":
         sys.stderr.write(f"{e.format_message()}\n")
         return e.exit_code
     if isinstance(e, click.exceptions.UsageError):
