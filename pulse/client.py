@@ -60,6 +60,7 @@ class SyncReport:
         self.already = 0
         self.conflicts = 0
         self.elsewhere = 0
+        self.waiting = 0  # for a task Redis lacks and the mirror has: kept for after recover
 
 
 class Client:
@@ -374,17 +375,26 @@ class Client:
         report = SyncReport()
         if not self.journal:
             return report
-        target = self.store.target(new_op_id())
+        # A Redis that lost everything lost its id too: reached through a URL it was known
+        # by, it takes that id back (SET NX), so the journal made for it still replays there.
+        cached = self.journal.cached_target(self._url_key)
+        target = self.store.target(cached or new_op_id())
         self.journal.cache_target(self._url_key, target)
         self._target_known = True
         touched: dict[str, None] = {}
         with self.journal.replaying(target, self._url_key) as entries:
+            lost: set[str] = set()  # tasks Redis lacks but the mirror has: recover may come
             for entry in entries.mine:
-                outcome = self._replay(entry)
-                setattr(report, outcome, getattr(report, outcome) + 1)
                 task_id = entry["task"]["taskId"] if entry["op"] == "create" else entry["taskId"]
-                touched[task_id] = None
-            report.elsewhere = len(entries.foreign)
+                outcome = "waiting" if task_id in lost else self._replay(entry)
+                if outcome == "waiting":
+                    lost.add(task_id)
+                    entries.keep(entry)
+                else:
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    touched[task_id] = None
+            report.elsewhere = len(entries.foreign) - len(entries.kept)
+            report.waiting = len(entries.kept)
             elsewhere = entries.foreign_targets
         self._converge(list(touched))
         if report.conflicts:
@@ -392,6 +402,12 @@ class Client:
                 f"{report.conflicts} journaled update(s) no longer fit the task in Redis "
                 f"(another host moved it on); kept in {self.journal.conflicts_path}, "
                 "listed by `pulse sync --conflicts`"
+            )
+        if report.waiting:
+            self.warn(
+                f"{report.waiting} journaled update(s) are for tasks Redis does not hold (did "
+                "it lose them?); `pulse recover` brings them back from the mirror, then they "
+                "are replayed"
             )
         if report.elsewhere and any(self.journal.first_told(t) for t in elsewhere):
             self.warn(
@@ -437,10 +453,24 @@ class Client:
             if m.current >= e["version"]:
                 return "already"
             problem = str(m)
-        except (TaskFinished, TaskNotFound, StepConflict) as m:
+        except TaskNotFound as m:
+            if self._may_come_back(e):
+                return "waiting"
+            problem = str(m)
+        except (TaskFinished, StepConflict) as m:
             problem = str(m)
         self.journal.conflict(e, problem)
         return "conflicts"
+
+    def _may_come_back(self, e: dict) -> bool:
+        """Whether a task Redis lacks may be restored by ``recover``: this host's mirror has
+        it and the update is younger than the retention."""
+        try:
+            kept = self.mirror.read(e["taskId"]) is not None
+        except (OSError, PulseError):
+            return False
+        age_ms = time.time() * 1000 - e.get("nowMs", 0)
+        return kept and age_ms < self.settings.retention_seconds * 1000
 
     def _converge(self, task_ids: list[str]) -> None:
         """After a replay: each task's mirror file holds what Redis holds."""
@@ -461,6 +491,7 @@ class Client:
         self._target_known = True
         if self.journal.cached_target(self._url_key) is None:
             self.journal.cache_target(self._url_key, self.store.target(new_op_id()))
+            # (a Redis that lost its id gets it back from the cache: see replay)
 
     def _offline(self, error: BackendUnavailable, entry: dict, change: Change) -> Change:
         entry["target"] = self.journal.cached_target(self._url_key)

@@ -161,6 +161,7 @@ class Replay:
     def __init__(self, entries: list[dict[str, Any]], target: str, url_key: str) -> None:
         self.mine: list[dict[str, Any]] = []
         self.foreign: list[dict[str, Any]] = []
+        self.kept: list[dict[str, Any]] = []  # of mine, left in the journal to replay later
         for e in entries:
             # Entries of older versions name no target: they were made for wherever the
             # next call goes, as they always were.
@@ -172,9 +173,15 @@ class Replay:
                 e["target"] = target
             (self.mine if ours else self.foreign).append(e)
 
+    def keep(self, entry: dict[str, Any]) -> None:
+        """Leave one of ``mine`` in the journal, for a later replay."""
+        self.kept.append(entry)
+        self.foreign.append(entry)
+
     @property
     def foreign_targets(self) -> list[str]:
-        return sorted({str(e.get("target") or e.get("url")) for e in self.foreign})
+        others = [e for e in self.foreign if not any(e is k for k in self.kept)]
+        return sorted({str(e.get("target") or e.get("url")) for e in others})
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -68,8 +68,8 @@ class Keys:
 
     @property
     def target(self) -> str:
-        """String holding a random id made on first contact: names this Redis and namespace
-        for the offline journal, whatever URL reaches it."""
+        """Hash holding (field ``id``) a random id made on first contact: names this Redis and
+        namespace for the offline journal, whatever URL reaches it (scripts/target.lua)."""
         return f"{self.prefix}target"
 
     @property

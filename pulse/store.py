@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 _CREATE = Script("create")
 _UPDATE = Script("update")
 _RESTORE = Script("restore")
+_TARGET = Script("target")
 
 # How many prefix matches to check for life; past it the error counts the rest unchecked.
 _PREFIX_LIMIT = 1000
@@ -163,8 +164,10 @@ class Store:
     def target(self, fresh: str) -> str:
         """The id this namespace holds in Redis (``fresh`` becomes it if there is none yet):
         what a journal names as the place its updates belong. One round trip."""
-        key = self.keys.target
-        return str(self._pipeline([("SET", key, fresh, "NX"), ("GET", key)])[1])
+        try:
+            return str(_TARGET(self.conn, [self.keys.target], [fresh]))
+        except ReplyError as e:
+            raise BackendError(f"Redis refused the journal's target check: {e}") from None
 
     def restore(self, task: Task, *, updated_ms: int, expire_at_ms: int) -> bool:
         """Put a mirrored snapshot back unless Redis holds this version or a newer one."""
@@ -248,7 +251,8 @@ class Store:
             found = [t for t, a in zip(fetched, alive, strict=True) if a]
             if len(fetched) == _PREFIX_LIMIT:  # more than we checked: count the rest unchecked
                 rest = (b"(" + fetched[-1].encode(), b"[" + raw + b"\xff")
-                total = len(found) + int(self._call("ZLEXCOUNT", self.keys.ids, *rest))
+                # ZRANGEBYLEX, not ZLEXCOUNT: the agent's ACL user has the first (docs/acl.md)
+                total = len(found) + len(self._call("ZRANGEBYLEX", self.keys.ids, *rest))
         return model.resolve(prefix, found, total=total)
 
     def get(self, task_id: str) -> Task:
@@ -287,12 +291,13 @@ class Store:
 
     def count(self, view: str, *, since_ms: int | None = None) -> int:
         """How many tasks a listing holds in all (``running``, or by last update since
-        ``since_ms``), for saying what a limit left out. Expired ones not yet pruned count."""
+        ``since_ms``), for saying what a limit left out. Expired ones not yet pruned count.
+        Range reads, not ZCARD/ZCOUNT: the agent's ACL user has those (docs/acl.md); only
+        a listing the limit cut asks."""
         if view == "running":
-            return int(self._call("ZCARD", self.keys.running))
-        if since_ms is None:
-            return int(self._call("ZCARD", self.keys.updated))
-        return int(self._call("ZCOUNT", self.keys.updated, since_ms, "+inf"))
+            return len(self._call("ZRANGE", self.keys.running, 0, -1))
+        low = "-inf" if since_ms is None else since_ms
+        return len(self._call("ZRANGEBYSCORE", self.keys.updated, low, "+inf"))
 
     def due(self, now_ms: int, limit: int = 100) -> list[str]:
         """Ids of running tasks quiet past their stall time, or not looked at since:

@@ -161,6 +161,7 @@ def sync(g: Globals, as_json: bool, conflicts: bool = False) -> None:
                 "replayed": replayed,
                 "alreadyApplied": report.already,
                 "conflicts": report.conflicts,
+                "waiting": report.waiting,
                 "elsewhere": report.elsewhere,
             }
         )
