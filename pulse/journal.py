@@ -166,9 +166,7 @@ class Replay:
             # Entries of older versions name no target: they were made for wherever the
             # next call goes, as they always were.
             made_for = e.get("target")
-            ours = made_for == target or (
-                made_for is None and e.get("url") in (None, url_key)
-            )
+            ours = made_for == target or (made_for is None and e.get("url") in (None, url_key))
             if ours:
                 e["target"] = target
             (self.mine if ours else self.foreign).append(e)

@@ -163,7 +163,7 @@ def load_file(path: Path, namespace: str | None = None) -> Task:
 
 def _write_error(path: Path, e: OSError) -> MirrorWriteError:
     why = e.strerror or str(e)
-    hint = " (set PULSE_DIR to a folder you can write)" if e.errno in (1, 13, 30) else ""
+    hint = " (set PULSE_DIR to a folder you can write)" if e.errno in (1, 13, 20, 30) else ""
     return MirrorWriteError(e.errno, f"cannot write the mirror file {path}: {why}{hint}")
 
 

@@ -189,9 +189,7 @@ def check_stall(seconds: float) -> int:
 # Bidi embeddings, overrides and isolates (they reorder what follows, in a terminal or a chat)
 # and invisible characters (zero width space, word joiner, BOM). The joiners U+200C and U+200D
 # stay: emoji sequences and several scripts need them.
-_INVISIBLE = dict.fromkeys(
-    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200B, 0x2060, 0xFEFF]
-)
+_INVISIBLE = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200B, 0x2060, 0xFEFF])
 
 
 def strip_invisible(text: str) -> tuple[str, bool]:
