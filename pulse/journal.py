@@ -81,6 +81,10 @@ class Journal:
     def conflicts(self) -> list[dict[str, Any]]:
         return _read(self.conflicts_path)
 
+    def entries(self) -> list[dict[str, Any]]:
+        """What waits to be replayed, oldest first (read without the lock: a look only)."""
+        return _read(self.path)
+
     # -- the target ----------------------------------------------------------------------
 
     def cached_target(self, url_key: str) -> str | None:
