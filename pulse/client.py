@@ -382,11 +382,12 @@ class Client:
         self.journal.cache_target(self._url_key, target)
         self._target_known = True
         touched: dict[str, None] = {}
+        conflicts: list[dict] = []
         with self.journal.replaying(target, self._url_key) as entries:
             lost: set[str] = set()  # tasks Redis lacks but the mirror has: recover may come
             for entry in entries.mine:
                 task_id = entry["task"]["taskId"] if entry["op"] == "create" else entry["taskId"]
-                outcome = "waiting" if task_id in lost else self._replay(entry)
+                outcome = "waiting" if task_id in lost else self._replay(entry, conflicts)
                 if outcome == "waiting":
                     lost.add(task_id)
                     entries.keep(entry)
@@ -396,6 +397,8 @@ class Client:
             report.elsewhere = len(entries.foreign) - len(entries.kept)
             report.waiting = len(entries.kept)
             elsewhere = entries.foreign_targets
+            # kept before the journal lets them go: a crash in between repeats, never loses
+            self.journal.add_conflicts(conflicts)
         self._converge(list(touched))
         if report.conflicts:
             self.warn(
@@ -426,8 +429,9 @@ class Client:
             if replayed:
                 self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")
 
-    def _replay(self, e: dict) -> str:
-        """Apply one entry; which SyncReport count it adds to."""
+    def _replay(self, e: dict, conflicts: list[dict]) -> str:
+        """Apply one entry; which SyncReport count it adds to (a conflict is added to
+        ``conflicts``, with why)."""
         try:
             if e["op"] == "create":
                 self.store.create(e["task"], e["nowMs"], self.settings.retention_seconds)
@@ -459,7 +463,7 @@ class Client:
             problem = str(m)
         except (TaskFinished, StepConflict) as m:
             problem = str(m)
-        self.journal.conflict(e, problem)
+        conflicts.append({**e, "conflict": problem})
         return "conflicts"
 
     def _may_come_back(self, e: dict) -> bool:

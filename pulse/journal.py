@@ -69,14 +69,15 @@ class Journal:
         with self._locked():
             _append(self.path, entry)
 
-    def conflict(self, entry: dict[str, Any], reason: str) -> bool:
-        """Keep an entry that cannot apply, with why; False if it is kept already (a replay
-        run again after a crash)."""
-        op = entry.get("opId")
-        if op and any(c.get("opId") == op for c in self.conflicts()):
-            return False
-        _append(self.conflicts_path, {**entry, "conflict": reason})
-        return True
+    def add_conflicts(self, entries: list[dict[str, Any]]) -> None:
+        """Keep entries that cannot apply (each with ``conflict``: why), in one durable write;
+        those kept already (a replay run again after a crash) are not added twice."""
+        if not entries:
+            return
+        have = {c.get("opId") for c in self.conflicts()}
+        new = [e for e in entries if not e.get("opId") or e["opId"] not in have]
+        if new:
+            _append_all(self.conflicts_path, new)
 
     def conflicts(self) -> list[dict[str, Any]]:
         return _read(self.conflicts_path)
@@ -203,7 +204,11 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:
-    line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+    _append_all(path, [entry])
+
+
+def _append_all(path: Path, entries: list[dict[str, Any]]) -> None:
+    line = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
