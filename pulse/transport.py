@@ -135,7 +135,11 @@ class SocketConnection(_Calls):
         db = params.get("db") or path.strip("/") or "0"
         if scheme == "unix":
             self._path, db = _unquote(hostport + path), params.get("db") or "0"
+            if not self._path:
+                raise BackendRefused(f"{self.url}: a unix:// URL needs the socket's path")
         else:
+            if hostport.startswith("[") != ("]" in hostport):
+                raise BackendRefused(f"{self.url}: an IPv6 address goes in [brackets]")
             host, colon, port = hostport.rpartition(":")
             if not colon or "]" in port:  # no port, or a bare [IPv6] address
                 host, port = hostport, ""

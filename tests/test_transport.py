@@ -519,6 +519,8 @@ def test_rediss_options_parsed_without_importing_ssl() -> None:
         "rediss://h?ssl_cert_reqs=maybe",
         "http://h",
         "localhost:6379",
+        "redis://:x@[::1",
+        "unix://",
     ],
 )
 def test_bad_urls(url: str) -> None:
