@@ -15,9 +15,10 @@ end
 local function ops_record(ops, op_id, version)
   ops = ops .. ' ' .. op_id .. ':' .. version
   local _, count = string.gsub(ops, ' ', ' ')
+  local from = 1  -- where the entries kept start: at the space before the oldest kept
   while count > OPS_KEEP do
-    ops = string.sub(ops, string.find(ops, ' ', 2, true))
+    from = string.find(ops, ' ', from + 1, true)
     count = count - 1
   end
-  return ops
+  return string.sub(ops, from)
 end
