@@ -494,7 +494,10 @@ class Client:
             return
         self._target_known = True
         if self.journal.cached_target(self._url_key) is None:
-            self.journal.cache_target(self._url_key, self.store.target(new_op_id()))
+            try:
+                self.journal.cache_target(self._url_key, self.store.target(new_op_id()))
+            except PulseError:
+                pass  # the update went through; the next call learns it
             # (a Redis that lost its id gets it back from the cache: see replay)
 
     def _offline(self, error: BackendUnavailable, entry: dict, change: Change) -> Change:
