@@ -192,6 +192,10 @@ class SocketConnection(_Calls):
         except OSError as e:
             if sock is not None:
                 sock.close()
+            if type(e).__name__ == "SSLCertVerificationError":  # configuration, not an outage
+                raise BackendRefused(
+                    f"Redis at {self.url} has a certificate that does not verify: {self._why(e)}"
+                ) from None
             raise BackendUnavailable(f"cannot reach Redis at {self.url}: {self._why(e)}") from e
         self._sock = sock
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")

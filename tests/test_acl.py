@@ -377,9 +377,10 @@ def test_rediss_with_the_acl_users(agent_env, worker_env, tls_port):
     ok(verified, "next", task_id, "over TLS")
     unverified = {**agent_env, "PULSE_REDIS_URL": f"{base}?ssl_cert_reqs=none"}
     assert json.loads(ok(unverified, "status", task_id, "--json"))["version"] == 2
-    # no CA given: the self-signed certificate is refused, and the update is kept for later
+    # no CA given: the self-signed certificate is refused, for good: nothing is kept
     untrusted = run({**agent_env, "PULSE_REDIS_URL": base}, "done", task_id)
-    assert untrusted.returncode == 0 and "certificate verify failed" in untrusted.stderr
+    assert untrusted.returncode == 3 and "certificate verify failed" in untrusted.stderr
+    assert not Path(agent_env["PULSE_DIR"], NS, ".journal.jsonl").exists()
     assert re.search(r"pulse-agent:\*\*\*@", untrusted.stderr)
     assert PASSWORDS["AGENT_PASSWORD"] not in untrusted.stderr and secret not in untrusted.stderr
     secret = quote(PASSWORDS["WORKER_PASSWORD"], safe="")

@@ -660,7 +660,7 @@ def test_tls_with_ca_file(tls_proxy: tuple[int, Path]) -> None:
 
 def test_tls_verifies_the_certificate(tls_proxy: tuple[int, Path]) -> None:
     port, _ = tls_proxy
-    with pytest.raises(BackendUnavailable, match="certificate verify failed"):
+    with pytest.raises(BackendRefused, match="certificate verify failed"):
         SocketConnection(f"rediss://localhost:{port}").call("PING")
 
 
