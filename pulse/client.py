@@ -24,7 +24,7 @@ from .errors import (
 )
 from .journal import Journal, new_op_id
 from .mirror import BackgroundWriter, Mirror, load_file, unconfirmed
-from .settings import Settings
+from .settings import Settings, check_agent
 from .store import Change, Store
 
 TYPE_CHECKING = False  # typing, dataclasses and logging cost milliseconds on every CLI call
@@ -82,8 +82,8 @@ class Client:
         self.warn = warn or _log_warning
         self._url_key = _url_key(self.settings.redis_url)
         self._target_known = False  # this URL's target id is in the journal's cache
-        if self.settings.agent:
-            agent = self._visible(self.settings.agent, [], "PULSE_AGENT")[0]
+        if self.settings.agent:  # checked here too: the API takes it without the environment
+            agent = self._visible(check_agent(self.settings.agent) or "", [], "PULSE_AGENT")[0]
             if agent != self.settings.agent:
                 self.settings = self.settings.replace(agent=agent)
         self._writer: BackgroundWriter | None = None

@@ -302,3 +302,21 @@ def test_a_2mb_message_through_the_api_is_cut_too(pulse_api, redis_client, caplo
     (_, fields), *_ = redis_client.xrevrange(EVENTS, count=1)
     assert len(fields["task"]) < 10_000
     assert pulse_api.mirror.path(task_id).stat().st_size < 10_000
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("PULSE_TZ", "inf"),
+        ("PULSE_TZ", "1e400"),
+        ("PULSE_STALL_SECONDS", "nan"),
+        ("PULSE_STALL_SECONDS", "inf"),
+        ("PULSE_RETENTION_DAYS", "inf"),
+        ("PULSE_RETENTION_DAYS", "nan"),
+        ("PULSE_HEARTBEAT_PUSH_SECONDS", "nan"),
+        ("PULSE_AGENT", "two\nlines"),
+        ("PULSE_AGENT", "a" * 65),
+    ],
+)
+def test_non_finite_or_bad_settings_are_one_line_naming_the_variable(refused, var, value):
+    refused("create", "t", "s", code=1, says=var, env={var: value})

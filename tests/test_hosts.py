@@ -584,3 +584,26 @@ def test_unwritable_folders_are_one_line_with_the_variable_to_set(pulse_env, tmp
     assert created.returncode == 0  # Redis has it; the mirror's miss is said in one line
     assert created.stderr.count("\n") == 1 and "PULSE_DIR" in created.stderr
     assert os.path.isfile(blocker)
+
+
+def test_a_journal_of_an_older_version_still_replays(hosts, server):
+    """Entries written before operation ids and targets (by version, for any Redis)."""
+    (a,) = hosts("a")
+    task = a.ok("create", "t", "p1", "p2").strip()
+    snap = a.mirror(task)
+    old = {
+        "op": "next",
+        "taskId": task,
+        "now": snap["updatedAt"],
+        "nowMs": int(time.time() * 1000),
+        "message": "from an old journal",
+        "progress": None,
+        "agent": None,
+        "version": 2,
+    }
+    (a.folder / ".journal.jsonl").write_text(json.dumps(old) + "\n" + json.dumps(old) + "\n")
+
+    report, _ = a.sync()
+
+    assert (report["replayed"], report["alreadyApplied"]) == (1, 1)
+    assert messages(in_redis(server, task))[0] == "from an old journal"
