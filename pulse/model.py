@@ -364,7 +364,6 @@ def is_stalled(task: Task, now: datetime, default_stall: int) -> bool:
     return quiet > (task.get("stallAfter") or task.get("stallSeconds") or default_stall)
 
 
-
 # -- history, waiting and the ETA ---------------------------------------------------------
 # The same rules as scripts/include/history.lua, on integer ms so both round alike. A step
 # history is a list of [duration ms, longest quiet spell ms], oldest first; the pace is the
