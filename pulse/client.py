@@ -310,6 +310,7 @@ class Client:
                 continue
             task["namespace"] = self.settings.namespace
             task["stallSeconds"] = task["stallSeconds"] or self.settings.stall_seconds
+            task["stallAfter"] = task["stallAfter"] or task["stallSeconds"]
             task["stalled"] = False
             if updated_ms + retention_ms <= now_ms:
                 report.expired += 1

@@ -31,6 +31,10 @@ SNAPSHOT_FIELDS = {
     "host",
     "agent",
     "stallSeconds",
+    "waiting",
+    "question",
+    "stallAfter",
+    "eta",
 }
 EVENTS = "pulse:{test}:events"
 
