@@ -249,3 +249,40 @@ def test_the_finish_time_crosses_days_and_keeps_the_offset(store):
         end = twin.run(end + 1, (3 * 86400 + 7,))
     task = twin.create(end + 1, ("build",)).task  # compared with the model's datetime sum
     assert task["eta"]["remainingSeconds"] == 3 * 86400 + 7
+
+
+def test_the_stall_scan_waits_for_the_learned_time_and_skips_a_waiting_task(store, conn, raw):
+    from pulse.events import Pushes
+
+    pushes = Pushes(conn, NS, ttl=TTL)
+    twin = Twin(store)
+    end = 0.0
+    for _ in range(3):
+        end = twin.run(end + 1, (600,))  # silent for 600 s: stallAfter 900 s
+    known = twin.create(10_000, ("build",)).task["taskId"]
+    fresh = twin.create(10_000, ("other",)).task["taskId"]
+    waiting = twin.create(10_000, ("ask",)).task["taskId"]
+    twin.update(waiting, "wait", 10_001, "ok?")
+
+    def stalled(seconds: float) -> list[str]:
+        at_ms = T0 + int(seconds * 1000)
+        return [e.task["taskId"] for e in pushes.mark_stalled(at_ms / 1000, timezone.utc)]
+
+    assert store.due(T0 + 10_180_000) == [fresh]  # an index range: only what is due
+    assert stalled(10_181) == [fresh]
+    assert stalled(10_899) == []
+    assert stalled(10_901) == [known]
+    assert stalled(50_000) == []  # once per stall; and never the waiting one
+    assert raw.zscore(K.running, waiting) == float("inf")
+
+
+def test_a_restored_waiting_task_is_still_not_stalled(store, conn, raw):
+    from pulse.events import Pushes
+
+    twin = Twin(store)
+    tid = twin.create(0, ("ask",)).task["taskId"]
+    task = twin.update(tid, "wait", 5, "ok?").task
+    raw.delete(K.task(tid))
+    assert store.restore(task, updated_ms=T0 + 5000, expire_at_ms=T0 + 10**12)
+    assert Pushes(conn, NS, ttl=TTL).mark_stalled(T0 / 1000 + 10_000, timezone.utc) == []
+    assert raw.zscore(K.running, tid) == float("inf")
