@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 
@@ -56,14 +57,15 @@ def test_three_quiet_runs_give_an_eta_and_a_longer_stall_time(pulse_env, run_pul
     rows = json.loads(ok(run_pulse, pulse_env, "history", "nap", "--json"))["steps"]
     [row] = rows
     assert row["taskName"] == "nap" and row["step"] == "doze" and row["runs"] == 3
-    assert 2.0 <= row["median"] <= row["p95"] < 4 and row["quietP95"] == row["p95"]
+    assert 2.0 <= row["median"] <= row["p95"] < 5 and row["quietP95"] == row["p95"]
     text = ok(run_pulse, pulse_env, "history")
-    assert text.startswith("nap\n  doze: 3 runs, took median 2s / p95 ")
+    assert re.match(r"nap\n  doze: 3 runs, took median [234]s / p95 [234]s, longest quiet", text)
 
     task = ok(run_pulse, pulse_env, "create", "nap", "doze", "--stall", "1").strip()
     snap = json.loads(ok(run_pulse, pulse_env, "status", task, "--json"))
-    assert snap["eta"]["runs"] == 3 and 1 <= snap["eta"]["remainingSeconds"] <= 4
-    assert 3 <= snap["stallAfter"] <= 6  # 1.5 x the longest quiet spell of about 2 s
+    # the median run, about 2 s, less the time since the create (a loaded machine: longer)
+    assert snap["eta"]["runs"] == 3 and 0 <= snap["eta"]["remainingSeconds"] <= 5
+    assert 3 <= snap["stallAfter"] <= 8  # 1.5 x the longest quiet spell of about 2 s
     assert "s left" in ok(run_pulse, pulse_env, "status", task)
     time.sleep(1.5)  # past the task's own 1 s, not past what it learned
     assert json.loads(ok(run_pulse, pulse_env, "status", task, "--json"))["stalled"] is False
