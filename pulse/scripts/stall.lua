@@ -15,12 +15,12 @@
 -- waiting for a person (`wait`) is never stalled: it goes to +inf in the index until an update.
 local id, now_ms = ARGV[1], tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'snap', 'updated', 'stall', 'stalled', 'status',
-  'after', 'waitfrom')
+  'after')
 if not h[1] or h[5] ~= 'running' then
   redis.call('ZREM', KEYS[2], id)  -- expired or finished: no longer a running task
   return false
 end
-if (h[7] and h[7] ~= '') or string.find(h[1], '"waiting":true', 1, true) then
+if string.find(h[1], '"waiting":true', 1, true) then
   redis.call('ZADD', KEYS[2], '+inf', id)
   return false
 end

@@ -10,7 +10,8 @@
 --
 -- Pace: hidden fields of the task hash about the running step (not in the snapshot):
 --   adaptive '0' when the task was created with PULSE_ADAPTIVE_STALL=0
---   after    the running step's stallAfter, seconds
+--   after    the running step's stallAfter, seconds (read by stall.lua)
+--   pace     the numbers below, comma-separated in this order ('' for none):
 --   sstart   ms the running step started
 --   qlast    ms of the last update counted for quiet spells
 --   qmax     longest quiet spell of the running step so far, ms
@@ -128,15 +129,19 @@ local function hist_iso_plus(iso, seconds)
     math.floor(sec / 3600), math.floor(sec % 3600 / 60), sec % 60, zone)
 end
 
-local function pace_read(tkey)
-  local v = redis.call('HMGET', tkey, 'adaptive', 'after', 'sstart', 'qlast', 'qmax',
-    'paused', 'waitfrom', 'med', 'ahead', 'runs')
-  return {
-    adaptive = v[1] ~= '0', after = tonumber(v[2]), sstart = tonumber(v[3]),
-    qlast = tonumber(v[4]), qmax = tonumber(v[5]) or 0, paused = tonumber(v[6]) or 0,
-    waitfrom = tonumber(v[7]), med = tonumber(v[8]), ahead = tonumber(v[9]),
-    runs = tonumber(v[10]),
-  }
+-- The pace's numbers, in this order, as one hash field (`pace`).
+local PACE = {'sstart', 'qlast', 'qmax', 'paused', 'waitfrom', 'med', 'ahead', 'runs'}
+
+-- From the task hash's fields adaptive, after and pace (read with the snapshot: a redis.call
+-- costs microseconds, and a heartbeat should cost no more than it must).
+local PACE_PATTERN = '^' .. string.rep('([^,]*),', #PACE - 1) .. '([^,]*)$'
+
+local function pace_parse(adaptive, after, pace)
+  local p = {adaptive = adaptive ~= '0', after = tonumber(after)}
+  local v = {string.match(pace or '', PACE_PATTERN)}
+  for k = 1, #PACE do p[PACE[k]] = tonumber(v[k]) end
+  p.qmax, p.paused = p.qmax or 0, p.paused or 0
+  return p
 end
 
 -- A step starts now: its pace from zero, and what history knows of it and the steps after.
@@ -190,11 +195,14 @@ local function pace_update(p, t, op, i, message, now, now_ms, hkey, ukey, keep, 
   pace_eta(p, t, now, now_ms)
 end
 
-local function pace_save(tkey, p)
-  local function v(x) if x == nil then return '' end return x end
-  redis.call('HSET', tkey, 'after', v(p.after), 'sstart', v(p.sstart), 'qlast', v(p.qlast),
-    'qmax', p.qmax, 'paused', p.paused, 'waitfrom', v(p.waitfrom), 'med', v(p.med),
-    'ahead', v(p.ahead), 'runs', v(p.runs))
+-- The pace field's value, written with the snapshot.
+local function pace_text(p)
+  local out = {}
+  for k = 1, #PACE do
+    local x = p[PACE[k]]
+    out[k] = x == nil and '' or string.format('%d', x)
+  end
+  return table.concat(out, ',')
 end
 
 -- The running index's score: when the task counts as stalled; never while it waits.
