@@ -28,8 +28,8 @@ pace_start(pace, KEYS[6], task, 1, now_ms, tonumber(ARGV[11]))
 pace_eta(pace, task, ARGV[4], now_ms)
 snap = cjson.encode(task)
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', 1, 'status', 'running',
-  'updated', now_ms, 'stall', ARGV[5], 'adaptive', ARGV[10], 'pace', pace_text(pace),
-  'after', pace.after)
+  'updated', now_ms, 'stall', ARGV[5], 'adaptive', ARGV[10], 'after', pace.after,
+  pace_fields(pace))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now_ms, id)
 redis.call('ZADD', KEYS[3], pace_deadline(pace, task, now_ms, ARGV[5]), id)

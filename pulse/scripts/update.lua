@@ -33,7 +33,7 @@
 -- `done` or `error`; waiting, it is out of the stall scan (scored +inf in the running index).
 --@include history
 local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled',
-  'adaptive', 'after', 'pace')  -- 4-6: the running step's pace, see include/history.lua
+  'adaptive', 'after', unpack(PACE))  -- 4..: the running step's pace, see include/history.lua
 local raw = h[1]
 if not raw then
   return redis.error_reply('PULSE_NOTFOUND')
@@ -55,7 +55,7 @@ for j = 1, #steps do
   if steps[j].status == 'running' then i = j break end
 end
 local step = i and steps[i]
-local pace = pace_parse(h[4], h[5], h[6])
+local pace = pace_parse(h[4], h[5], h, 6)
 
 local function finish(s, status, msg)
   s.status = status
@@ -110,7 +110,7 @@ pace_update(pace, t, op, i, message, now, now_ms, KEYS[5], KEYS[6], tonumber(ARG
 local snap = cjson.encode(t)
 local id = t.taskId
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'status', t.status,
-  'updated', now_ms, 'pace', pace_text(pace), 'after', pace.after or h[2])
+  'updated', now_ms, 'after', pace.after or h[2], pace_fields(pace))
 if resumed then redis.call('HDEL', KEYS[1], 'stalled') end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], now_ms, id)

@@ -11,7 +11,6 @@
 -- Pace: hidden fields of the task hash about the running step (not in the snapshot):
 --   adaptive '0' when the task was created with PULSE_ADAPTIVE_STALL=0
 --   after    the running step's stallAfter, seconds (read by stall.lua)
---   pace     the numbers below, comma-separated in this order ('' for none):
 --   sstart   ms the running step started
 --   qlast    ms of the last update counted for quiet spells
 --   qmax     longest quiet spell of the running step so far, ms
@@ -129,17 +128,14 @@ local function hist_iso_plus(iso, seconds)
     math.floor(sec / 3600), math.floor(sec % 3600 / 60), sec % 60, zone)
 end
 
--- The pace's numbers, in this order, as one hash field (`pace`).
+-- The pace's fields; read with the snapshot and written with it: a redis.call of its own, or
+-- packing them into one string, would cost a heartbeat microseconds it need not spend.
 local PACE = {'sstart', 'qlast', 'qmax', 'paused', 'waitfrom', 'med', 'ahead', 'runs'}
 
--- From the task hash's fields adaptive, after and pace (read with the snapshot: a redis.call
--- costs microseconds, and a heartbeat should cost no more than it must).
-local PACE_PATTERN = '^' .. string.rep('([^,]*),', #PACE - 1) .. '([^,]*)$'
-
-local function pace_parse(adaptive, after, pace)
+-- h: the task hash's fields adaptive, after, then those of PACE.
+local function pace_parse(adaptive, after, h, first)
   local p = {adaptive = adaptive ~= '0', after = tonumber(after)}
-  local v = {string.match(pace or '', PACE_PATTERN)}
-  for k = 1, #PACE do p[PACE[k]] = tonumber(v[k]) end
+  for k = 1, #PACE do p[PACE[k]] = tonumber(h[first + k - 1]) end
   p.qmax, p.paused = p.qmax or 0, p.paused or 0
   return p
 end
@@ -195,14 +191,14 @@ local function pace_update(p, t, op, i, message, now, now_ms, hkey, ukey, keep, 
   pace_eta(p, t, now, now_ms)
 end
 
--- The pace field's value, written with the snapshot.
-local function pace_text(p)
+-- The pace's fields and values, for the HSET that writes the snapshot ('' for none).
+local function pace_fields(p)
   local out = {}
   for k = 1, #PACE do
     local x = p[PACE[k]]
-    out[k] = x == nil and '' or string.format('%d', x)
+    out[2 * k - 1], out[2 * k] = PACE[k], x == nil and '' or x
   end
-  return table.concat(out, ',')
+  return unpack(out)
 end
 
 -- The running index's score: when the task counts as stalled; never while it waits.
