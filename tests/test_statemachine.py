@@ -128,6 +128,8 @@ def test_redis_and_the_model_agree(machine_url: str, redis_client) -> None:
                 model.refresh_eta(read, now)
                 assert got == read
                 assert self.client.mirror.read(task_id) == want
+            stored = self.client.store.history()
+            assert {model.history_field(*k): v for k, v in stored.items()} == self.history
 
     Machine.TestCase.settings = settings(
         max_examples=40,
