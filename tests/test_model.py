@@ -183,3 +183,42 @@ def test_refresh_eta_counts_down_to_the_finish_time_but_not_while_waiting():
     waiting = {**make(), "eta": dict(eta), "waiting": True}
     model.refresh_eta(waiting, model.parse_time("2026-01-01T00:04:00+00:00"))
     assert waiting["eta"]["remainingSeconds"] == 600
+
+
+# -- ids that fit file names, invisible characters -----------------------------------------
+
+
+@pytest.mark.parametrize("char", ["a", "é", "中", "𝒜", "한"])
+def test_a_created_id_is_at_most_200_bytes_whatever_the_script(char):
+    from datetime import datetime
+
+    task_id = model.make_id(char * 300, datetime(2026, 1, 1))
+    assert len(task_id.encode()) <= model.MAX_ID_BYTES
+    assert model.check_id(task_id) == task_id
+    assert task_id.split("-")[0].strip(char) == ""  # cut on a character boundary
+
+
+def test_an_id_over_200_bytes_is_refused():
+    with pytest.raises(BadValue, match="200 bytes"):
+        model.check_id("𝒜" * 51)
+
+
+def test_bidi_controls_and_invisible_characters_are_stripped_joiners_stay():
+    text = "a\u202ab\u202ec\u2066d\u2069e\u200bf\u2060g\ufeffh \U0001f469\u200d\U0001f4bb x\u200cy"
+    assert model.strip_invisible(text) == ("abcdefgh \U0001f469\u200d\U0001f4bb x\u200cy", True)
+    assert model.strip_invisible("plain") == ("plain", False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"version": "abc"}, "'version' is not a whole number"),
+        ({"version": [1]}, "'version' is not a number"),
+        ({"steps": "p1"}, "'steps' is not a list"),
+        ({"steps": [1]}, "a step is not an object"),
+        ({"stallSeconds": {"a": 1}}, "'stallSeconds' is not a number"),
+    ],
+)
+def test_a_snapshot_with_wrong_types_is_a_bad_value(raw, says):
+    with pytest.raises(BadValue, match=says):
+        model.normalize({"taskId": "t", "steps": [{"name": "a"}], **raw})

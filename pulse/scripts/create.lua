@@ -14,7 +14,7 @@
 -- ARGV[6]  retention TTL, seconds
 -- ARGV[7]  stream MAXLEN (approximate)
 -- ARGV[8]  pub/sub channel
--- ARGV[10] '0' when stall times are not learned for this task (PULSE_ADAPTIVE_STALL=0)
+-- ARGV[10] '0' when stall times are not learned for this task (the adaptive setting off)
 -- ARGV[11] fewest past runs an ETA or a learned stall time is based on
 -- The first step's stallAfter and the task's eta come from the step history.
 -- Returns {stream id, snapshot JSON}; error PULSE_EXISTS if the id is taken.

@@ -9,7 +9,7 @@
 -- seconds and the least recently used beyond `cap` are dropped as runs are added.
 --
 -- Pace: hidden fields of the task hash about the running step (not in the snapshot):
---   adaptive '0' when the task was created with PULSE_ADAPTIVE_STALL=0
+--   adaptive '0' when the task was created with learning turned off
 --   after    the running step's stallAfter, seconds (read by stall.lua)
 --   sstart   ms the running step started
 --   qlast    ms of the last update counted for quiet spells
