@@ -8,7 +8,7 @@ end (silent steps, medians 10 s to 5 min, so runs of up to 10 minutes and more a
 other, about 50 of them a month; the names run concurrently.
 
 Every update goes through ``Store.create``/``Store.update`` (create.lua, update.lua) and the
-stall scan through ``Pushes.mark_stalled`` (stall.lua over the running index), on simulated
+stall scan through ``pulse.events.mark_stalled`` (stall.lua over the running index), on simulated
 time: the scripts take ``now`` as an argument. The scan runs as a relay's does, once a second,
 here jumped straight to the next second the running index says something is due. The month is
 replayed twice on the same schedule: with learned stall times, and with
@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from _common import redis_server
 
 from pulse import model
-from pulse.events import Pushes
+from pulse.events import mark_stalled
 from pulse.keys import DEFAULT_STALL_SECONDS
 from pulse.store import Store
 
@@ -133,9 +133,9 @@ def iso(t: float) -> str:
     return model.iso(datetime.fromtimestamp(t, timezone.utc))
 
 
-def replay(conn, namespace: str, runs: list[Run], *, adaptive: bool) -> Outcome:
+def replay(conn, client, namespace: str, runs: list[Run], *, adaptive: bool) -> Outcome:
+    """``conn``: pulse's connection (the CLI's); ``client``: redis-py's (the relay's)."""
     store = Store(conn, namespace)
-    pushes = Pushes(conn, namespace, ttl=TTL)
     out = Outcome()
     queue: list[tuple[float, int, int, str]] = []  # (time, run, update index, op)
     for r, run in enumerate(runs):
@@ -149,7 +149,7 @@ def replay(conn, namespace: str, runs: list[Run], *, adaptive: bool) -> Outcome:
         due = conn.call("ZRANGE", store.keys.running, 0, 0, "WITHSCORES")
         if due and float(due[1]) / 1000 <= t_next:
             scan_at = math.ceil(float(due[1]) / 1000)  # a relay looks once a second
-            for event in pushes.mark_stalled(scan_at, timezone.utc):
+            for event in mark_stalled(client, namespace, scan_at, timezone.utc):
                 r = by_id[event.task["taskId"]]
                 dies = runs[r].dies_at
                 if dies is not None and scan_at >= dies:
@@ -217,15 +217,21 @@ def main() -> None:
 
         from pulse.transport import RedisPyConnection
 
-        conn = RedisPyConnection(fakeredis.FakeRedis(decode_responses=True))
-        results = {a: replay(conn, f"b{int(a)}", runs, adaptive=a) for a in (True, False)}
+        client = fakeredis.FakeRedis(decode_responses=True)
+        conn = RedisPyConnection(client)
+        results = {a: replay(conn, client, f"b{int(a)}", runs, adaptive=a) for a in (True, False)}
     else:
+        import redis
+
         from pulse.transport import connect
 
         with redis_server("none") as server:
             conn = connect(server.url)
+            client = redis.Redis(unix_socket_path=server.socket, decode_responses=True)
             t0 = time.perf_counter()
-            results = {a: replay(conn, f"b{int(a)}", runs, adaptive=a) for a in (True, False)}
+            results = {
+                a: replay(conn, client, f"b{int(a)}", runs, adaptive=a) for a in (True, False)
+            }
             took = time.perf_counter() - t0
             calls = sum(o.calls for o in results.values())
             print(f"# replayed {calls} script calls in {took:.1f} s")

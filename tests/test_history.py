@@ -251,10 +251,9 @@ def test_the_finish_time_crosses_days_and_keeps_the_offset(store):
     assert task["eta"]["remainingSeconds"] == 3 * 86400 + 7
 
 
-def test_the_stall_scan_waits_for_the_learned_time_and_skips_a_waiting_task(store, conn, raw):
-    from pulse.events import Pushes
+def test_the_stall_scan_waits_for_the_learned_time_and_skips_a_waiting_task(store, raw):
+    from pulse.events import mark_stalled
 
-    pushes = Pushes(conn, NS, ttl=TTL)
     twin = Twin(store)
     end = 0.0
     for _ in range(3):
@@ -266,7 +265,7 @@ def test_the_stall_scan_waits_for_the_learned_time_and_skips_a_waiting_task(stor
 
     def stalled(seconds: float) -> list[str]:
         at_ms = T0 + int(seconds * 1000)
-        return [e.task["taskId"] for e in pushes.mark_stalled(at_ms / 1000, timezone.utc)]
+        return [e.task["taskId"] for e in mark_stalled(raw, NS, at_ms / 1000, timezone.utc)]
 
     assert store.due(T0 + 10_180_000) == [fresh]  # an index range: only what is due
     assert stalled(10_181) == [fresh]
@@ -276,13 +275,13 @@ def test_the_stall_scan_waits_for_the_learned_time_and_skips_a_waiting_task(stor
     assert raw.zscore(K.running, waiting) == float("inf")
 
 
-def test_a_restored_waiting_task_is_still_not_stalled(store, conn, raw):
-    from pulse.events import Pushes
+def test_a_restored_waiting_task_is_still_not_stalled(store, raw):
+    from pulse.events import mark_stalled
 
     twin = Twin(store)
     tid = twin.create(0, ("ask",)).task["taskId"]
     task = twin.update(tid, "wait", 5, "ok?").task
     raw.delete(K.task(tid))
     assert store.restore(task, updated_ms=T0 + 5000, expire_at_ms=T0 + 10**12)
-    assert Pushes(conn, NS, ttl=TTL).mark_stalled(T0 / 1000 + 10_000, timezone.utc) == []
+    assert mark_stalled(raw, NS, T0 / 1000 + 10_000, timezone.utc) == []
     assert raw.zscore(K.running, tid) == float("inf")
