@@ -157,7 +157,20 @@ class Feed:
             "COUNT",
             count,
         )
-        return self._events(reply[1])
+        events = self._events(reply[1])
+        if None in reply[1]:
+            self._ack_deleted(events, count)
+        return events
+
+    def _ack_deleted(self, live: list[Event], count: int) -> None:
+        # Redis 6.2 claims an entry deleted from the stream while pending as a bare nil, without
+        # its id, and keeps it pending for good; 7.0+ and Valkey drop it themselves. So on 6.2:
+        # find this consumer's pending ids that are gone from the stream, and ack them.
+        k, have = self.keys, {e.id for e in live}
+        pending = self.conn.call("XPENDING", k.events, self.group, "-", "+", count, self.consumer)
+        ids = [p[0] for p in pending if p[0] not in have]
+        found = self.conn.pipeline([("XRANGE", k.events, i, i) for i in ids]) if ids else []
+        self.ack([i for i, entries in zip(ids, found, strict=True) if entries == []])
 
     def ack(self, ids: list[str]) -> None:
         if ids:
