@@ -169,9 +169,9 @@ def test_every_pulse_verb_works_for_the_agent_user(agent_env, server, tmp_path):
     assert json.loads(ok(env, "status", first, "--json"))["stalled"] is False
 
     # an update kept while Redis could not be reached, then replayed by sync
-    away = {**env, "PULSE_REDIS_URL": f"unix://{tmp_path}/nobody.sock"}
-    assert "kept in" in run(away, "next", first, "offline").stderr
-    assert json.loads(ok(env, "sync", "--json")) == {"replayed": 1}
+    with server.unreachable():
+        assert "kept in" in run(env, "next", first, "offline").stderr
+    assert json.loads(ok(env, "sync", "--json"))["replayed"] == 1
 
     assert json.loads(ok(env, "cleanup", "--days", "0", "--json")) == {"removed": 2}
     admin.flushall()
@@ -386,9 +386,10 @@ def test_rediss_with_the_acl_users(agent_env, worker_env, tls_port):
     ok(verified, "next", task_id, "over TLS")
     unverified = {**agent_env, "PULSE_REDIS_URL": f"{base}?ssl_cert_reqs=none"}
     assert json.loads(ok(unverified, "status", task_id, "--json"))["version"] == 2
-    # no CA given: the self-signed certificate is refused, and the update is kept for later
+    # no CA given: the self-signed certificate is refused, for good: nothing is kept
     untrusted = run({**agent_env, "PULSE_REDIS_URL": base}, "done", task_id)
-    assert untrusted.returncode == 0 and "certificate verify failed" in untrusted.stderr
+    assert untrusted.returncode == 3 and "certificate verify failed" in untrusted.stderr
+    assert not Path(agent_env["PULSE_DIR"], NS, ".journal.jsonl").exists()
     assert re.search(r"pulse-agent:\*\*\*@", untrusted.stderr)
     assert PASSWORDS["AGENT_PASSWORD"] not in untrusted.stderr and secret not in untrusted.stderr
     secret = quote(PASSWORDS["WORKER_PASSWORD"], safe="")

@@ -36,6 +36,9 @@ def entry() -> None:
         code = 130
     except BrokenPipeError:
         code = 1
+    except OSError as e:  # a folder pulse must write and cannot: say which, and what to set
+        sys.stderr.write(f"pulse: error: {_folder_error(e)}\n")
+        code = 1
     except Exception as e:  # noqa: BLE001
         if type(e).__module__.startswith("click"):
             code = _click_error(e)
@@ -46,6 +49,18 @@ def entry() -> None:
             code = 1
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _folder_error(e: OSError) -> str:
+    where = str(e.filename or "")
+    what = f"cannot write {where}: {e.strerror or e}" if where else str(e.strerror or e)
+    pulse_dir = os.environ.get("PULSE_DIR") or os.environ.get("TASK_PULSE_DIR")
+    if pulse_dir and where.startswith(os.path.expanduser(pulse_dir)):
+        return f"{what} (set PULSE_DIR to a folder you can write)"
+    return (
+        f"{what} (set PULSE_DIR for the mirror, and XDG_DATA_HOME or HOME for the embedded "
+        "server's data, to folders you can write; or PULSE_REDIS_URL to use a Redis of yours)"
+    )
 
 
 def _click_error(e: Exception) -> int:
