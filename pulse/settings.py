@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -29,12 +30,42 @@ def user_data_dir() -> Path:
     return base / "live-task-pulse"
 
 
+class SystemZone(tzinfo):
+    """The system's zone, resolved per timestamp (as ``time.localtime`` does, from the same
+    tz database zoneinfo reads): a long-running process keeps the right offset across a
+    daylight-saving change, which a fixed offset taken at start-up would not. Not zoneinfo
+    itself: importing it costs the per-step CLI ~3 ms, more than the rest of an update."""
+
+    def fromutc(self, dt: datetime) -> datetime:
+        ts = (dt.replace(tzinfo=timezone.utc) - _EPOCH).total_seconds()
+        return dt + timedelta(seconds=time.localtime(ts).tm_gmtoff)
+
+    def _local(self, dt: datetime | None) -> time.struct_time:
+        if dt is None:
+            return time.localtime()
+        return time.localtime(time.mktime((*dt.timetuple()[:8], -1)))
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(seconds=self._local(dt).tm_gmtoff)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str:
+        return self._local(dt).tm_zone
+
+    def __repr__(self) -> str:
+        return "SystemZone()"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def parse_tz(value: str | None) -> tzinfo:
-    """``8``, ``-5``, ``5.5`` (hours) or an IANA name; unset means the system's local zone."""
+    """``8``, ``-5``, ``5.5`` (hours) or an IANA name; unset means the system's local zone,
+    resolved per timestamp."""
     if not value:
-        local = datetime.now().astimezone().tzinfo
-        assert local is not None
-        return local
+        return SystemZone()
     try:
         return timezone(timedelta(hours=float(value)))
     except (ValueError, OverflowError):
@@ -92,6 +123,17 @@ def _number(
     return default
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise BadValue(f"{name}={raw!r} must be 1 or 0")
+
+
 def _lang(env: Mapping[str, str]) -> str:
     lang = env.get("PULSE_LANG") or env.get("LC_ALL") or env.get("LANG") or ""
     return "zh" if lang.lower().startswith("zh") else "en"
@@ -103,6 +145,7 @@ class Settings:
     __slots__ = (
         "redis_url", "namespace", "dir", "tz", "stall_seconds", "retention_days", "lang",
         "agent", "sinks", "heartbeat_push_seconds", "telegram_api", "discord_api",
+        "adaptive_stall",
     )  # fmt: skip
 
     def __init__(
@@ -120,6 +163,7 @@ class Settings:
         heartbeat_push_seconds: float = keys.DEFAULT_HEARTBEAT_PUSH_SECONDS,
         telegram_api: str = "https://api.telegram.org",
         discord_api: str = "https://discord.com/api",
+        adaptive_stall: bool = True,
     ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
@@ -133,6 +177,7 @@ class Settings:
         self.heartbeat_push_seconds = heartbeat_push_seconds
         self.telegram_api = telegram_api
         self.discord_api = discord_api
+        self.adaptive_stall = adaptive_stall
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed."""
@@ -176,4 +221,5 @@ class Settings:
             ),
             telegram_api=(env.get("PULSE_TELEGRAM_API") or "https://api.telegram.org").rstrip("/"),
             discord_api=(env.get("PULSE_DISCORD_API") or "https://discord.com/api").rstrip("/"),
+            adaptive_stall=_flag(env, "PULSE_ADAPTIVE_STALL", True),
         )
