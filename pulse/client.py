@@ -57,8 +57,12 @@ class Client:
         *,
         warn: Callable[[str], None] | None = None,
         mirror_in_background: bool = False,
+        journal: bool = True,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        # journal=False (the web server): an unreachable Redis raises BackendUnavailable
+        # instead of keeping the update, and this client replays no journal either.
+        self._journaling = journal
         self._conn = conn
         self._store: Store | None = None
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
@@ -113,6 +117,8 @@ class Client:
             self._replay_journal()
             change = self.store.create(task, _ms(now), s.retention_seconds)
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             entry = {"op": "create", "task": task, "nowMs": _ms(now)}
             change = self._offline(e, entry, Change("", "create", task))
         self._mirror(change.task, now=not change.event_id)  # journaled: the next reads it
@@ -146,6 +152,8 @@ class Client:
                 ttl=self.settings.retention_seconds,
             )
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             task, kind = model.apply(self._local(task_id), op, at, message, progress, agent)
             entry = {
                 "op": op,
@@ -191,6 +199,10 @@ class Client:
             handle.done()
 
     # -- reads ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Returns when Redis answers; raises BackendUnavailable (or BackendRefused) if not."""
+        self.store.ping()
 
     def get(self, task_id: str) -> Task:
         model.check_id(task_id)  # refused before the journal is replayed: before any change
@@ -312,7 +324,7 @@ class Client:
         return applied
 
     def _replay_journal(self) -> None:
-        if self.journal:  # one stat per call when there is nothing to replay
+        if self._journaling and self.journal:  # one stat per call when there is nothing to replay
             replayed = self.sync()
             if replayed:
                 self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")

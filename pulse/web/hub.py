@@ -1,0 +1,134 @@
+"""One reader of the namespace's event stream per server process, fanned out to every open
+page: 200 pages cost one XREAD, not 200.
+
+The reader is a thread (redis-py blocks); each page is an asyncio queue of ready-made SSE
+frames, formatted once per event whatever the number of pages. A page that resumes
+(``Last-Event-ID``) subscribes first, then reads the stream after its id, then takes from its
+queue only what comes after the last event it got, so nothing falls between the two. A page
+too slow to keep up is dropped; it reconnects and resumes from its last id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from ..connection import redis_client
+from ..events import Event, entry_order, events_after, last_event_id
+from ..settings import Settings
+
+log = logging.getLogger("pulse.web")
+
+# Frames a page may have waiting before it is dropped (it resumes from its last id).
+QUEUE_LIMIT = 10_000
+BLOCK_MS = 1000
+
+
+def frame(event: Event) -> bytes:
+    """The event as one SSE message: ``id:`` the stream id, ``event:`` its kind, ``data:`` it."""
+    data = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+class Page:
+    """One open event stream: frames to send, and whether the hub dropped it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[tuple[int, int], bytes] | None] = asyncio.Queue()
+        self.dropped = False
+
+
+class Hub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.namespace = settings.namespace
+        self.pages: set[Page] = set()
+        self.events_read = 0
+        self.healthy = False
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the reader thread ------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="pulse-web-hub", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=BLOCK_MS / 1000 + 5)
+
+    def redis(self) -> Any:
+        """The redis-py client (thread-safe, pooled) of the reader and of resuming pages."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = redis_client(self.settings)
+            return self._client
+
+    def _run(self) -> None:
+        position: str | None = None
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                client = self.redis()
+                if position is None:
+                    position = last_event_id(client, self.namespace)
+                events = events_after(client, self.namespace, position, block_ms=BLOCK_MS)
+                self.healthy = True
+                if failing_since is not None:
+                    log.warning("the event stream is readable again")
+                    failing_since = None
+            except Exception as e:  # noqa: BLE001 - any failure: wait, reconnect, resume
+                self.healthy = False
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("cannot read the event stream (retrying): %s", e)
+                self._stop.wait(0.5)
+                continue
+            if events:
+                position = events[-1].id
+                self.events_read += len(events)
+                frames = [(entry_order(e.id), frame(e)) for e in events]
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._fan_out, frames)
+
+    def _fan_out(self, frames: list[tuple[tuple[int, int], bytes]]) -> None:
+        for page in list(self.pages):
+            if page.queue.qsize() + len(frames) > QUEUE_LIMIT:
+                self.unsubscribe(page)
+                page.dropped = True
+                page.queue.put_nowait(None)  # wakes it up to end
+                continue
+            for item in frames:
+                page.queue.put_nowait(item)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def subscribe(self) -> Page:
+        page = Page()
+        self.pages.add(page)
+        return page
+
+    def unsubscribe(self, page: Page) -> None:
+        self.pages.discard(page)
+
+    def backlog(self, after: str, limit: int = 10_000) -> list[Event]:
+        """Events after ``after`` (a resuming page), at most ``limit``; blocking: call it in
+        a worker thread."""
+        found: list[Event] = []
+        while len(found) < limit:
+            batch = events_after(self.redis(), self.namespace, after, count=1000)
+            found += batch
+            if len(batch) < 1000:
+                break
+            after = batch[-1].id
+        return found
