@@ -68,6 +68,17 @@ def pulse_error(e: errors.PulseError) -> JSONResponse:
     return error(500, str(e))
 
 
+def browser_lang(accept_language: str) -> str:
+    """zh or en from a browser's Accept-Language: its first language that is one of them."""
+    for part in accept_language.split(","):
+        tag = part.split(";", 1)[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return ""
+
+
 def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Starlette:
     """The ASGI app serving ``settings.namespace``; ``lang`` "zh" or "en" fixes the page's
     language, "" lets each browser choose."""
@@ -77,7 +88,7 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
     metrics = Metrics(hub)
     static = resources.files("pulse.web") / "static"
     page_html = (static / "index.html").read_text(encoding="utf-8")
-    page_html = page_html.replace("{{LANG}}", lang if lang in ("zh", "en") else "")
+    fixed_lang = lang if lang in ("zh", "en") else ""
 
     def refused(request: Request, *, write: bool) -> JSONResponse | None:
         why = access.refusal(
@@ -123,7 +134,9 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
                 secure=request.url.scheme == "https",
             )
             return response
-        return Response(page_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+        chosen = fixed_lang or browser_lang(request.headers.get("accept-language", ""))
+        html = page_html.replace("{{LANG}}", chosen)
+        return Response(html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
     # -- reads -----------------------------------------------------------------------------
 

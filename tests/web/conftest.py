@@ -104,8 +104,9 @@ def start_web(env: dict[str, str], port: int, *args: str) -> Web:
 
 @pytest.fixture
 def web_env(pulse_env: dict[str, str]) -> dict[str, str]:
-    """pulse_env for the server: no token (read-only, loopback only)."""
-    return dict(pulse_env)
+    """pulse_env for the server: no token (read-only, loopback only), and no PULSE_LANG, so
+    each browser's language decides the page's."""
+    return {k: v for k, v in pulse_env.items() if k != "PULSE_LANG"}
 
 
 @pytest.fixture
