@@ -190,10 +190,15 @@
     if (!drawPending) { drawPending = true; requestAnimationFrame(draw); }
   }
 
-  function when(iso) {
+  function when(iso, short) {
     if (!iso) return "";
     var d = new Date(ms(iso));
-    return d.toLocaleString(lang === "zh" ? "zh-CN" : undefined, { hour12: false });
+    var locale = lang === "zh" ? "zh-CN" : undefined;
+    // a step's times: the clock alone when it is today's
+    if (short && d.toDateString() === new Date(now()).toDateString()) {
+      return d.toLocaleTimeString(locale, { hour12: false });
+    }
+    return d.toLocaleString(locale, { hour12: false });
   }
   function drawDetail() {
     var task = tasks.get(openId);
@@ -231,7 +236,7 @@
       }
       li.appendChild(head);
       if (s.startedAt) {
-        li.appendChild(el("div", "s-when", when(s.startedAt) + (s.finishedAt ? " → " + when(s.finishedAt) : "")));
+        li.appendChild(el("div", "s-when", when(s.startedAt, true) + (s.finishedAt ? " → " + when(s.finishedAt, true) : "")));
       }
       var msg = s.message || "";
       if (s.status === "running" && s.progress !== undefined && s.progress !== null) {
