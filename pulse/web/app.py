@@ -43,7 +43,6 @@ STATUS = {
 }
 VIEWS = ("default", "running", "stalled", "all")
 MAX_LIMIT = 1000
-PING_SECONDS = 15.0
 _OP_ID = re.compile(r"^[\w.:-]{1,120}\Z")
 # The page loads its own script and style only; task text could never run as code even if
 # some path rendered it as HTML (none does: the page sets textContent only).
@@ -241,13 +240,12 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
                     last = entry_order(event.id)
                     yield frame(event)
                 while True:
-                    try:
-                        item = await asyncio.wait_for(page_.queue.get(), PING_SECONDS)
-                    except asyncio.TimeoutError:
-                        yield b": ping\n\n"  # keeps proxies from closing a quiet stream
-                        continue
+                    item = await page_.queue.get()
                     if item is None:
                         return  # dropped as too slow: the browser resumes from its last id
+                    if isinstance(item, bytes):
+                        yield item  # a ping
+                        continue
                     order, data = item
                     if order > last:
                         last = order

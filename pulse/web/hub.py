@@ -34,12 +34,19 @@ def frame(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
+PING = b": ping\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
+PING_SECONDS = 15.0
+
+# What a page's queue holds: an event frame (its stream order, its bytes), PING, or None (the
+# hub dropped the page: it ends, and the browser resumes from its last id).
+Item = tuple[tuple[int, int], bytes] | bytes | None
+
+
 class Page:
-    """One open event stream: frames to send, and whether the hub dropped it."""
+    """One open event stream: the items for it to send."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[tuple[int, int], bytes] | None] = asyncio.Queue()
-        self.dropped = False
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
 
 
 class Hub:
@@ -54,6 +61,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pinger: asyncio.Task[None] | None = None
 
     # -- the reader thread ------------------------------------------------------------------
 
@@ -61,8 +69,18 @@ class Hub:
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="pulse-web-hub", daemon=True)
         self._thread.start()
+        # one timer for every page's pings (a timeout per page and event costs a task each)
+        self._pinger = loop.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_SECONDS)
+            for page in list(self.pages):
+                page.queue.put_nowait(PING)
 
     def stop(self) -> None:
+        if self._pinger is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._pinger.cancel)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=BLOCK_MS / 1000 + 5)
@@ -105,7 +123,6 @@ class Hub:
         for page in list(self.pages):
             if page.queue.qsize() + len(frames) > QUEUE_LIMIT:
                 self.unsubscribe(page)
-                page.dropped = True
                 page.queue.put_nowait(None)  # wakes it up to end
                 continue
             for item in frames:

@@ -44,7 +44,9 @@ def serve(settings: Settings, host: str, port: int, *, lang: str | None = None) 
 
     app = create_app(settings, token, lang=page_lang(lang))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and without it
+    # a keep-alive client waits out a 40 ms delayed ACK on every request
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
