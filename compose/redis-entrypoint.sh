@@ -66,9 +66,9 @@ scope="resetkeys ~pulse:{$ns}:* resetchannels &pulse:{$ns}:*"
 agent="-@all +evalsha +eval +hget +hmget +hset +hdel +exists +expire +pexpireat"
 agent="$agent +zadd +zrem +zrange +zrangebylex +zrangebyscore +zrevrange +zrevrangebyscore"
 agent="$agent +del +xadd +publish +subscribe +ping +select"
-# consumer groups, lag, dead letters, the sinks' memory, the relays' presence
+# consumer groups, lag, dead letters, the sinks' memory, the relays' presence; pulse web
 worker="$agent +xgroup +xreadgroup +xautoclaim +xack +xpending +xinfo +xrange +xlen +xdel"
-worker="$worker +get +set +zcard +zremrangebyscore +time"
+worker="$worker +get +set +zcard +zremrangebyscore +time +xread +xrevrange +info"
 
 mkdir -p "$(dirname "$aclfile")"
 umask 077

@@ -335,6 +335,17 @@ def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     letters = pushes.dead_letters()
     pushes.remove_dead([d.id for d in letters])
     assert pushes.dead_count() == 0
+    # pulse web: its stream reader (redis_client checks for a cluster first) and resuming pages
+    from pulse.connection import redis_client
+    from pulse.events import events_after, last_event_id
+
+    reader = redis_client(Settings(redis_url=user_url, namespace=NS, dir=folder))
+    try:
+        assert last_event_id(reader, NS) == events[-1].id
+        assert events_after(reader, NS, "0-0", block_ms=10)
+        assert events_after(reader, NS, "0-0")
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize(
