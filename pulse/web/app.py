@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import errors, model
-from ..events import Event, entry_order, last_event_id, valid_event_id
+from ..events import Event, entry_order, valid_event_id
 from ..settings import Settings
 from . import bodies, calls
 from .access import COOKIE, COOKIE_MAX_AGE, Access
@@ -152,7 +152,7 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
         def read(c: Any) -> dict[str, Any]:
             # the stream position first: events after it may repeat what the list shows,
             # never fall between the list and the page's event stream
-            position = last_event_id(hub.redis(), settings.namespace)
+            position = hub.position()
             tasks = c.status(view, limit=int(raw_limit))
             now = datetime.now(settings.tz)
             return {
@@ -276,6 +276,7 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(hub.prime)
         hub.start(asyncio.get_running_loop())
         try:
             yield

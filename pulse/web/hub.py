@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from ..connection import redis_client
+from ..errors import BackendUnavailable
 from ..events import Event, entry_order, events_after, last_event_id
 from ..settings import Settings
 
@@ -62,6 +63,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._position: str | None = None
 
     # -- the reader thread ------------------------------------------------------------------
 
@@ -92,8 +94,17 @@ class Hub:
                 self._client = redis_client(self.settings)
             return self._client
 
+    def prime(self) -> None:
+        """Where live events start: the stream's newest id now, before any page is served, so
+        an event made right after a page subscribed is not taken for an old one. If Redis is
+        down, the reader takes it once Redis answers."""
+        try:
+            self._position = last_event_id(self.redis(), self.namespace)
+        except Exception as e:  # noqa: BLE001 - the reader retries
+            log.warning("cannot read the event stream yet: %s", e)
+
     def _run(self) -> None:
-        position: str | None = None
+        position = self._position
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
@@ -137,6 +148,16 @@ class Hub:
 
     def unsubscribe(self, page: Page) -> None:
         self.pages.discard(page)
+
+    def position(self) -> str:
+        """The stream's newest id (for a page about to list tasks); BackendUnavailable when
+        Redis cannot say. Blocking: call it in a worker thread."""
+        from redis.exceptions import RedisError
+
+        try:
+            return last_event_id(self.redis(), self.namespace)
+        except (RedisError, OSError) as e:
+            raise BackendUnavailable(f"cannot read the event stream: {e}") from None
 
     def backlog(self, after: str, limit: int = 10_000) -> list[Event]:
         """Events after ``after`` (a resuming page), at most ``limit``; blocking: call it in

@@ -180,6 +180,9 @@ def test_redis_down_is_503_and_nothing_is_journaled(web_env, free_port, tmp_path
             tid = tid.json()["taskId"]
             redis.stop()
             assert web.call("GET", "/healthz").status == 503
+            listed = web.call("GET", "/api/tasks", token=TOKEN)
+            assert listed.status == 503 and "error" in listed.json()
+            assert web.call("GET", f"/api/tasks/{tid}", token=TOKEN).status == 503
             down = web.call("POST", f"/api/tasks/{tid}/next", {}, token=TOKEN)
             assert down.status == 503 and "error" in down.json()
             assert (
@@ -198,3 +201,22 @@ def test_metrics_are_prometheus_text(web):
     text = web.call("GET", "/metrics").body.decode()
     assert 'pulse_web_requests_total{code="200",route="/api/tasks"} 1.0' in text
     assert "pulse_web_event_streams 0.0" in text
+
+
+def test_the_event_stream_carries_on_after_redis_restarts(web_env, free_port, open_stream):
+    from tests.redis_proc import redis_proc
+
+    with redis_proc(persist=True) as redis:
+        env = {**web_env, "PULSE_REDIS_URL": redis.url, "PULSE_WEB_TOKEN": TOKEN}
+        web = start_web(env, free_port)
+        try:
+            stream = open_stream(web, {"Authorization": f"Bearer {TOKEN}"})
+            made = web.call("POST", "/api/tasks", {"name": "n", "steps": ["a", "b"]}, token=TOKEN)
+            tid = made.json()["taskId"]
+            assert stream.next_event()[1] == "create"
+            redis.restart()
+            assert web.call("POST", f"/api/tasks/{tid}/next", {}, token=TOKEN).status == 200
+            event_id, kind, data = stream.next_event()  # the same open stream
+            assert (kind, data["task"]["version"]) == ("next", 2)
+        finally:
+            web.stop()
