@@ -47,9 +47,10 @@ class Clients:
 
 
 # -- the operation-id seam ---------------------------------------------------------------
-# A client may send ``Idempotency-Key`` with a write so a retried request applies once. The
-# library records operation ids itself (``op_id=`` on Client.create and Client.update, where
-# this version of the library has it); this is the one place the web layer hands them over.
+# A client may send ``Idempotency-Key`` with an update so a retried request applies once: the
+# key is the update's operation id, which the task records (Client.update's ``op_id``); a
+# repeat answers 200 with the task as it is. A create has no operation id to record it by
+# (a retried create makes a second task), so the header is refused there, not ignored.
 
 
 def _takes_op_id(method: Any) -> bool:
@@ -59,14 +60,11 @@ def _takes_op_id(method: Any) -> bool:
         return False
 
 
-OP_IDS = _takes_op_id(Client.update) and _takes_op_id(Client.create)
-
-
-def op_kwargs(op_id: str | None) -> dict[str, Any]:
+def op_kwargs(method: Any, op_id: str | None) -> dict[str, Any]:
     if op_id is None:
         return {}
-    if not OP_IDS:
-        raise BadValue("this server's pulse cannot record operation ids (Idempotency-Key)")
+    if not _takes_op_id(method):
+        raise BadValue("Idempotency-Key applies to updates (next, heartbeat, done, error, wait)")
     return {"op_id": op_id}
 
 
@@ -74,21 +72,22 @@ def op_kwargs(op_id: str | None) -> dict[str, Any]:
 
 
 def create(client: Client, body: dict[str, Any], op_id: str | None) -> Any:
-    handle = client.create(body["name"], body["steps"], stall=body.get("stall"), **op_kwargs(op_id))
+    extra = op_kwargs(client.create, op_id)
+    handle = client.create(body["name"], body["steps"], stall=body.get("stall"), **extra)
     return handle.task
 
 
 def update(
     client: Client, op: str, task_id: str, body: dict[str, Any], op_id: str | None
 ) -> dict[str, Any]:
-    extra = op_kwargs(op_id)
     if op == "wait":
         wait = getattr(client, "wait", None)
         if wait is None:
             raise BadValue("this server's pulse has no wait")
-        change = wait(task_id, body.get("question"), **extra)
+        change = wait(task_id, body.get("question"), **op_kwargs(wait, op_id))
     else:
         text = body.get("result") if op == "done" else body.get("message")
+        extra = op_kwargs(client.update, op_id)
         change = client.update(task_id, op, text, body.get("progress"), **extra)
     task: dict[str, Any] = change.task
     return task

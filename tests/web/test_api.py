@@ -220,3 +220,25 @@ def test_the_event_stream_carries_on_after_redis_restarts(web_env, free_port, op
             assert (kind, data["task"]["version"]) == ("next", 2)
         finally:
             web.stop()
+
+
+def test_an_idempotency_key_applies_a_retried_update_once(web_with_token, open_stream):
+    web = web_with_token
+    tid = web.call("POST", "/api/tasks", {"name": "n", "steps": ["a", "b", "c"]}, token=TOKEN)
+    tid = tid.json()["taskId"]
+    key = {"Idempotency-Key": "deploy-42-step-a"}
+    first = web.call("POST", f"/api/tasks/{tid}/next", {"message": "a"}, token=TOKEN, headers=key)
+    retry = web.call("POST", f"/api/tasks/{tid}/next", {"message": "a"}, token=TOKEN, headers=key)
+    assert first.status == retry.status == 200
+    assert retry.json()["version"] == first.json()["version"] == 2  # applied once
+    assert [s["status"] for s in retry.json()["steps"]] == ["done", "running", "pending"]
+    other = web.call(
+        "POST", f"/api/tasks/{tid}/next", {}, token=TOKEN, headers={"Idempotency-Key": "k2"}
+    )
+    assert other.json()["version"] == 3
+    bad = web.call(
+        "POST", f"/api/tasks/{tid}/next", {}, token=TOKEN, headers={"Idempotency-Key": "a b"}
+    )
+    assert bad.status == 400
+    made = web.call("POST", "/api/tasks", {"name": "n", "steps": ["a"]}, token=TOKEN, headers=key)
+    assert made.status == 400 and "Idempotency-Key" in made.json()["error"]
