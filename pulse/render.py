@@ -158,6 +158,15 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
     return _cap(lines)
 
 
+def task_url(web_url: str | None, task_id: str) -> str | None:
+    """The task's page on the dashboard (``PULSE_WEB_URL/?task=ID``), or None without one."""
+    if not web_url or not task_id:
+        return None
+    from urllib.parse import quote
+
+    return f"{web_url.rstrip('/')}/?task={quote(task_id, safe='')}"
+
+
 def render_cli(kind: str, task: Snapshot, lang: str = "en") -> str:
     """The one plain stdout line of an update verb (create, next, heartbeat, done, error)."""
     w = _words(lang)

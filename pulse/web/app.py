@@ -295,6 +295,7 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
     ]
+
     async def crashed(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error(500, "internal error; the server's log says more")
