@@ -352,20 +352,29 @@ def last_event_id(client: Any, namespace: str) -> str:
     return newest[0][0] if newest else "0-0"
 
 
+def entries_after(
+    client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """Up to ``count`` stream entries (id, fields: kind, at, task as JSON text) with ids after
+    ``after``, oldest first. With ``block_ms``, waits that long for the first one (XREAD
+    BLOCK); without, answers at once (XRANGE)."""
+    key = Keys(namespace).events
+    if block_ms is None:
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(
+            key, f"({after}", "+", count=count
+        )
+        return entries
+    reply = client.xread({key: after}, count=count, block=block_ms)
+    return reply[0][1] if reply else []
+
+
 def events_after(
     client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
 ) -> list[Event]:
-    """Up to ``count`` events with ids after ``after``, oldest first. With ``block_ms``, waits
-    that long for the first one (XREAD BLOCK); without, answers at once (XRANGE)."""
-    key = Keys(namespace).events
-    if block_ms is None:
-        entries = client.xrange(key, f"({after}", "+", count=count)
-    else:
-        reply = client.xread({key: after}, count=count, block=block_ms)
-        entries = reply[0][1] if reply else []
+    """``entries_after`` as Events (the snapshot normalized)."""
     return [
         Event(i, f["kind"], f.get("at", ""), model.normalize(json.loads(f["task"])))
-        for i, f in entries
+        for i, f in entries_after(client, namespace, after, count=count, block_ms=block_ms)
     ]
 
 

@@ -23,11 +23,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import errors, model
-from ..events import Event, entry_order, valid_event_id
+from ..events import entry_order, valid_event_id
 from ..settings import Settings
 from . import bodies, calls
 from .access import COOKIE, COOKIE_MAX_AGE, Access
-from .hub import Hub, frame
+from .hub import Entry, Hub, frame
 from .metrics import Metrics
 
 log = logging.getLogger("pulse.web")
@@ -226,7 +226,7 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
             return error(400, "Last-Event-ID is not a stream id")
         page_ = hub.subscribe()
         try:
-            backlog: list[Event] = await run_in_threadpool(hub.backlog, after) if after else []
+            backlog: list[Entry] = await run_in_threadpool(hub.backlog, after) if after else []
         except Exception as e:  # noqa: BLE001 - Redis down: the page retries
             hub.unsubscribe(page_)
             return error(503, f"cannot read the event stream: {e}")
@@ -235,9 +235,9 @@ def create_app(settings: Settings, token: str | None, *, lang: str = "") -> Star
             try:
                 yield b"retry: 1000\n\n"
                 last = entry_order(after) if after else (0, 0)
-                for event in backlog:
-                    last = entry_order(event.id)
-                    yield frame(event)
+                for entry in backlog:
+                    last = entry_order(entry[0])
+                    yield frame(entry)
                 while True:
                     item = await page_.queue.get()
                     if item is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..connection import redis_client
 from ..errors import BackendUnavailable
-from ..events import Event, entry_order, events_after, last_event_id
+from ..events import entries_after, entry_order, last_event_id
 from ..settings import Settings
 
 log = logging.getLogger("pulse.web")
@@ -29,10 +29,18 @@ QUEUE_LIMIT = 10_000
 BLOCK_MS = 1000
 
 
-def frame(event: Event) -> bytes:
-    """The event as one SSE message: ``id:`` the stream id, ``event:`` its kind, ``data:`` it."""
-    data = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+Entry = tuple[str, dict[str, str]]  # a stream entry: its id, and kind, at, task (JSON text)
+
+
+def frame(entry: Entry) -> bytes:
+    """The event as one SSE message: ``id:`` the stream id, ``event:`` its kind, ``data:`` the
+    event JSON ``{id, kind, at, task}``, the snapshot as the script wrote it (not parsed and
+    dumped again: cheaper, and it keeps every field a newer library adds)."""
+    entry_id, fields = entry
+    kind = fields.get("kind", "")
+    head = json.dumps({"id": entry_id, "kind": kind, "at": fields.get("at", "")})
+    task = fields.get("task", "null").replace("\n", "")  # one data: line (JSON needs none)
+    return f'id: {entry_id}\nevent: {kind}\ndata: {head[:-1]},"task":{task}}}\n\n'.encode()
 
 
 PING = b": ping\n\n"  # an SSE comment: keeps proxies from closing a quiet stream
@@ -111,7 +119,7 @@ class Hub:
                 client = self.redis()
                 if position is None:
                     position = last_event_id(client, self.namespace)
-                events = events_after(client, self.namespace, position, block_ms=BLOCK_MS)
+                events = entries_after(client, self.namespace, position, block_ms=BLOCK_MS)
                 self.healthy = True
                 if failing_since is not None:
                     log.warning("the event stream is readable again")
@@ -124,9 +132,9 @@ class Hub:
                 self._stop.wait(0.5)
                 continue
             if events:
-                position = events[-1].id
+                position = events[-1][0]
                 self.events_read += len(events)
-                frames = [(entry_order(e.id), frame(e)) for e in events]
+                frames = [(entry_order(e[0]), frame(e)) for e in events]
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(self._fan_out, frames)
 
@@ -159,14 +167,14 @@ class Hub:
         except (RedisError, OSError) as e:
             raise BackendUnavailable(f"cannot read the event stream: {e}") from None
 
-    def backlog(self, after: str, limit: int = 10_000) -> list[Event]:
-        """Events after ``after`` (a resuming page), at most ``limit``; blocking: call it in
+    def backlog(self, after: str, limit: int = 10_000) -> list[Entry]:
+        """Entries after ``after`` (a resuming page), at most ``limit``; blocking: call it in
         a worker thread."""
-        found: list[Event] = []
+        found: list[Entry] = []
         while len(found) < limit:
-            batch = events_after(self.redis(), self.namespace, after, count=1000)
+            batch = entries_after(self.redis(), self.namespace, after, count=1000)
             found += batch
             if len(batch) < 1000:
                 break
-            after = batch[-1].id
+            after = batch[-1][0]
         return found

@@ -3,8 +3,10 @@ without a reload; stalled and finished states show; task text is never HTML."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -17,6 +19,23 @@ def card(browser, task_id):
     from selenium.webdriver.common.by import By
 
     return browser.find_element(By.CSS_SELECTOR, f'li.task[data-id="{task_id}"]')
+
+
+# The page redraws its cards every second: read a card in one script call, never through an
+# element found before (it may have been replaced in between).
+_LOOK = (
+    "const c = [...document.querySelectorAll('li.task')]"
+    ".find(e => e.dataset.id === arguments[0]);"
+    "return c ? [c.className, c.innerText] : ['', ''];"
+)
+
+
+def card_class(browser, task_id):
+    return browser.execute_script(_LOOK, task_id)[0]
+
+
+def card_text(browser, task_id):
+    return browser.execute_script(_LOOK, task_id)[1]
 
 
 def open_page(browser, web, path="/"):
@@ -34,16 +53,16 @@ def card_live(browser):
 def test_a_task_appears_and_advances_live(browser, web, run_pulse):
     open_page(browser, web)
     tid = run_pulse(web.env, "create", "deploy", "build", "test", "ship").stdout.strip()
-    wait_until(lambda: "[0/3]" in card(browser, tid).text, what="the new task")
-    assert "→ build" in card(browser, tid).text
+    wait_until(lambda: "[0/3]" in card_text(browser, tid), what="the new task")
+    assert "→ build" in card_text(browser, tid)
 
     started = time.monotonic()
     run_pulse(web.env, "next", tid, "built in 40s")
-    wait_until(lambda: "[1/3]" in card(browser, tid).text, what="the step change")
+    wait_until(lambda: "[1/3]" in card_text(browser, tid), what="the step change")
     assert time.monotonic() - started < 5  # within a second in practice; CI is slow
-    assert "→ test" in card(browser, tid).text
+    assert "→ test" in card_text(browser, tid)
     run_pulse(web.env, "heartbeat", tid, "half the suite", "--progress", "50")
-    wait_until(lambda: "half the suite" in card(browser, tid).text, what="the heartbeat")
+    wait_until(lambda: "half the suite" in card_text(browser, tid), what="the heartbeat")
     assert browser.execute_script("return window.__sameDocument") is True  # no reload
 
 
@@ -56,12 +75,12 @@ def test_stalled_and_finished_states_show(browser, web, run_pulse):
     run_pulse(web.env, "error", failed, "disk full")
 
     # no relay runs: the page itself sees the task go quiet past its stall time
-    wait_until(lambda: "stalled" in card(browser, quiet).get_attribute("class"), what="stall")
-    assert "⚠️" in card(browser, quiet).text
-    wait_until(lambda: "done" in card(browser, finished).get_attribute("class"), what="done")
-    assert "[1/1]" in card(browser, finished).text and "all good" in card(browser, finished).text
-    wait_until(lambda: "error" in card(browser, failed).get_attribute("class"), what="error")
-    assert "disk full" in card(browser, failed).text
+    wait_until(lambda: "stalled" in card_class(browser, quiet), what="stall")
+    assert "⚠️" in card_text(browser, quiet)
+    wait_until(lambda: "done" in card_class(browser, finished), what="done")
+    assert "[1/1]" in card_text(browser, finished) and "all good" in card_text(browser, finished)
+    wait_until(lambda: "error" in card_class(browser, failed), what="error")
+    assert "disk full" in card_text(browser, failed)
 
     from selenium.webdriver.common.by import By
 
@@ -82,7 +101,7 @@ def test_task_text_is_never_html(browser, web, run_pulse):
     tid = run_pulse(web.env, "create", name, "<b>step</b>").stdout.strip()
     run_pulse(web.env, "heartbeat", tid, "<img src=y onerror=window.__pwned=3>")
     open_page(browser, web, f"/?task={tid}")
-    wait_until(lambda: name in card(browser, tid).text, what="the name as text")
+    wait_until(lambda: name in card_text(browser, tid), what="the name as text")
     from selenium.webdriver.common.by import By
 
     wait_until(lambda: browser.find_element(By.ID, "d-name").text == name, what="the detail")
@@ -104,7 +123,7 @@ def test_a_link_opens_the_task_timeline(browser, web, run_pulse):
     assert browser.execute_script("return location.search") == f"?task={tid}"
     browser.find_element(By.ID, "close").click()
     assert not detail.is_displayed()
-    card(browser, tid).click()
+    wait_until(lambda: card(browser, tid).click() or True, what="a click on the card")
     assert detail.is_displayed()
 
 
@@ -113,7 +132,7 @@ def test_after_a_server_restart_the_page_catches_up(browser, web_env, free_port,
     try:
         open_page(browser, web)
         tid = run_pulse(web_env, "create", "long job", "a", "b", "c").stdout.strip()
-        wait_until(lambda: "[0/3]" in card(browser, tid).text, what="the task")
+        wait_until(lambda: "[0/3]" in card_text(browser, tid), what="the task")
         web.stop()
         # made while no server runs: the page gets them from the stream when it reconnects
         run_pulse(web_env, "next", tid, "a done")
@@ -121,8 +140,8 @@ def test_after_a_server_restart_the_page_catches_up(browser, web_env, free_port,
         other = run_pulse(web_env, "create", "made while down", "x").stdout.strip()
         wait_until(lambda: not card_live(browser), what="the page noticing")
         web = start_web(web_env, free_port)
-        wait_until(lambda: "[2/3]" in card(browser, tid).text, 15, what="the missed updates")
-        assert card(browser, other)
+        wait_until(lambda: "[2/3]" in card_text(browser, tid), 15, what="the missed updates")
+        assert card_text(browser, other)
         assert browser.execute_script("return window.__sameDocument") is True
     finally:
         web.stop()
@@ -153,3 +172,27 @@ def test_pulse_lang_fixes_the_language(browser, web_env, free_port, run_pulse):
         assert browser.find_element(By.CSS_SELECTOR, 'button[data-filter="all"]').text == "全部"
     finally:
         web.stop()
+
+
+def test_eta_and_waiting_show_where_a_snapshot_has_them(browser, web, run_pulse, redis_client):
+    # a snapshot as a newer library writes it (SPEC: waiting, question, stallAfter, eta), put
+    # on the stream as its event: the page shows what it carries, and works without it too
+    tid = run_pulse(web.env, "create", "train", "prepare", "fit", "--stall", "1").stdout.strip()
+    open_page(browser, web)
+    wait_until(lambda: "stalled" in card_class(browser, tid), what="stall")
+    task = json.loads(run_pulse(web.env, "status", tid, "--json").stdout)
+    finish = datetime.now(timezone.utc) + timedelta(minutes=12, seconds=30)
+    task.update(
+        version=task["version"] + 1,
+        waiting=True,
+        question="Ship to production? <yes/no>",
+        stallAfter=600,
+        eta={"remainingSeconds": 750, "finishAt": finish.isoformat(), "runs": 5},
+    )
+    at = task["updatedAt"]
+    redis_client.xadd("pulse:{test}:events", {"kind": "wait", "at": at, "task": json.dumps(task)})
+    wait_until(lambda: "waiting" in card_class(browser, tid), what="waiting")
+    text = card_text(browser, tid)
+    assert "⏸" in text and "Ship to production? <yes/no>" in text
+    assert "≈ 13 min left" in text or "≈ 12 min left" in text
+    assert "stalled" not in card_class(browser, tid)  # waiting: never stalled
