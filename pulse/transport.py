@@ -40,8 +40,6 @@ class Connection(Protocol):
 
     def call(self, *args: Any) -> Any: ...  # one round trip; raises ReplyError
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...  # errors in list
-    def send(self, commands: Sequence[Sequence[Any]]) -> None: ...  # then nothing but receive()
-    def receive(self) -> list[Any]: ...  # the replies to send(), errors in the list
     def connect(self) -> None: ...  # eager connect, for a reachability check
     def close(self) -> None: ...
 
@@ -94,18 +92,6 @@ class _Calls:
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return self._exchange(commands) if commands else []
-
-    # Commands sent now and their replies read later, so the caller works meanwhile. Here
-    # they simply run at receive(); SocketConnection really writes them at send().
-    _sent: Sequence[Sequence[Any]] | None = None
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        self._sent = commands
-
-    def receive(self) -> list[Any]:
-        commands, self._sent = self._sent, None
-        assert commands is not None, "receive() without send()"
-        return self.pipeline(commands)
 
 
 class SocketConnection(_Calls):
@@ -173,7 +159,6 @@ class SocketConnection(_Calls):
             self._hello.append(self._select)
         self._sock: socket.socket | None = None
         self._reader: Any = None
-        self._owed: tuple[list[tuple[str, bytes]], int] | None = None  # send() awaiting receive()
 
     def connect(self) -> None:
         if self._sock is not None:
@@ -244,18 +229,6 @@ class SocketConnection(_Calls):
         return retry_transitions(
             lambda: self._collect(self._write(commands), len(commands)), self.url
         )
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        self._owed = (self._write(commands), len(commands))
-
-    def receive(self) -> list[Any]:
-        owed, self._owed = self._owed, None
-        assert owed is not None, "receive() without send()"
-        replies = self._collect(*owed)
-        busy = in_transition(replies)
-        if busy:
-            raise BackendUnavailable(f"Redis at {self.url} is in transition: {busy}")
-        return replies
 
     def _write(self, commands: Sequence[Sequence[Any]]) -> list[tuple[str, bytes]]:
         """Send ``commands`` (after the login, on a new connection); the login sent."""

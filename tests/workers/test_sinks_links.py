@@ -36,13 +36,14 @@ def test_telegram_posts_and_edits_with_a_link_button(fake_telegram: Any, fake_cl
     settings = Settings(telegram_api=fake_telegram.url, web_url=WEB)
     sink = open_sink(fake_telegram.sink_url(), memory=DictMemory(), settings=settings)
     sink.pacer.clock, sink.pacer.sleep = fake_clock, fake_clock.sleep
-    sink.send(_push("create", "1-0"))
-    sink.send(_push("next", "2-0"))
-    (post, first), (edit, second) = fake_telegram.calls
-    assert (post, edit) == ("sendMessage", "editMessageText")
+    sink.send(_push("create", "1-0"))  # its own message, then the card
+    sink.send(_push("next", "2-0"))  # the card, edited
+    calls = fake_telegram.calls
+    assert [c[0] for c in calls] == ["sendMessage", "sendMessage", "editMessageText"]
     button = {"inline_keyboard": [[{"text": "🔗 pulse", "url": LINK}]]}
-    assert first["reply_markup"] == second["reply_markup"] == button
-    assert LINK not in first["text"] and first["text"].count("\n") <= 2
+    for _, payload in calls:
+        assert payload["reply_markup"] == button
+        assert LINK not in payload["text"] and payload["text"].count("\n") <= 4
 
 
 def test_telegram_leaves_out_a_button_to_a_plain_http_address(
@@ -59,11 +60,11 @@ def test_discord_posts_and_edits_with_a_link_button(fake_discord: Any, fake_cloc
     settings = Settings(discord_api=fake_discord.url, web_url=WEB)
     sink = open_sink(fake_discord.sink_url(), memory=DictMemory(), settings=settings)
     sink.pacer.clock, sink.pacer.sleep = fake_clock, fake_clock.sleep
-    sink.send(_push("create", "1-0"))
-    sink.send(_push("next", "2-0"))
-    post, edit = fake_discord.wait_for(2)
-    assert (post.method, edit.method) == ("POST", "PATCH")
-    for request in (post, edit):
+    sink.send(_push("create", "1-0"))  # its own message, then the card
+    sink.send(_push("next", "2-0"))  # the card, edited
+    requests = fake_discord.wait_for(3)
+    assert [r.method for r in requests] == ["POST", "POST", "PATCH"]
+    for request in requests:
         assert request.query.get("with_components") == "true"
         (row,) = request.json["components"]
         assert row["components"] == [{"type": 2, "style": 5, "label": "pulse", "url": LINK}]
