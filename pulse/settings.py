@@ -123,6 +123,17 @@ def _number(
     return default
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise BadValue(f"{name}={raw!r} must be 1 or 0")
+
+
 def _lang(env: Mapping[str, str]) -> str:
     lang = env.get("PULSE_LANG") or env.get("LC_ALL") or env.get("LANG") or ""
     return "zh" if lang.lower().startswith("zh") else "en"
@@ -143,6 +154,7 @@ class Settings:
         "redis_url", "namespace", "dir", "tz", "stall_seconds", "retention_days", "lang",
         "agent", "sinks", "heartbeat_push_seconds", "telegram_api", "discord_api",
         "web_url",
+        "adaptive_stall",
     )  # fmt: skip
 
     def __init__(
@@ -161,6 +173,7 @@ class Settings:
         telegram_api: str = "https://api.telegram.org",
         discord_api: str = "https://discord.com/api",
         web_url: str | None = None,
+        adaptive_stall: bool = True,
     ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
@@ -175,6 +188,7 @@ class Settings:
         self.telegram_api = telegram_api
         self.discord_api = discord_api
         self.web_url = web_url  # where `pulse web` is reached: pushes link to each task
+        self.adaptive_stall = adaptive_stall
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed."""
@@ -219,4 +233,5 @@ class Settings:
             telegram_api=(env.get("PULSE_TELEGRAM_API") or "https://api.telegram.org").rstrip("/"),
             discord_api=(env.get("PULSE_DISCORD_API") or "https://discord.com/api").rstrip("/"),
             web_url=_web_url(env.get("PULSE_WEB_URL")),
+            adaptive_stall=_flag(env, "PULSE_ADAPTIVE_STALL", True),
         )

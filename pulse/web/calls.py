@@ -80,14 +80,8 @@ def create(client: Client, body: dict[str, Any], op_id: str | None) -> Any:
 def update(
     client: Client, op: str, task_id: str, body: dict[str, Any], op_id: str | None
 ) -> dict[str, Any]:
-    if op == "wait":
-        wait = getattr(client, "wait", None)
-        if wait is None:
-            raise BadValue("this server's pulse has no wait")
-        change = wait(task_id, body.get("question"), **op_kwargs(wait, op_id))
-    else:
-        text = body.get("result") if op == "done" else body.get("message")
-        extra = op_kwargs(client.update, op_id)
-        change = client.update(task_id, op, text, body.get("progress"), **extra)
+    text = {"done": "result", "wait": "question"}.get(op, "message")
+    extra = op_kwargs(client.update, op_id)
+    change = client.update(task_id, op, body.get(text), body.get("progress"), **extra)
     task: dict[str, Any] = change.task
     return task

@@ -94,12 +94,16 @@ def test_a_task_tracked_over_http_alone(web_with_token, run_pulse):
         web.call("POST", f"/api/tasks/{tid}/next", {"message": "10k rows"}, token=TOKEN).status
         == 200
     )
+    asked = web.call("POST", f"/api/tasks/{tid}/wait", {"question": "ship?"}, token=TOKEN)
+    assert asked.status == 200
+    assert (asked.json()["waiting"], asked.json()["question"]) == (True, "ship?")
     done = web.call("POST", f"/api/tasks/{tid}/done", {"result": "ok"}, token=TOKEN)
     assert done.status == 200 and done.json()["status"] == "done" and done.json()["result"] == "ok"
 
     # the same library underneath: the CLI sees what the API did
     seen = json.loads(run_pulse(web.env, "status", tid, "--json").stdout)
-    assert seen["version"] == done.json()["version"] == 4
+    assert seen["version"] == done.json()["version"] == 5
+    assert seen["waiting"] is False  # done ends the wait
 
     again = web.call("POST", f"/api/tasks/{tid}/next", {}, token=TOKEN)
     assert again.status == 409 and "error" in again.json()

@@ -81,6 +81,28 @@ def test_one_stall_alert_with_two_relays_then_resume(pulse_env, start_relay, web
     assert kinds(got) == ["create", "stall", "resume"]
 
 
+def test_no_stall_for_a_step_known_to_be_quiet_but_one_for_a_fresh_one(
+    pulse_env, start_relay, webhook_receiver
+):
+    # Three runs of "nap" silent for 3 s each (side by side, before any relay looks).
+    naps = [pulse(pulse_env, "create", "nap", "doze", "--stall", "1") for _ in range(3)]
+    time.sleep(3)
+    for task in naps:
+        pulse(pulse_env, "done", task)
+    start_relay("--sink", webhook(webhook_receiver))
+    known = pulse(pulse_env, "create", "nap", "doze", "--stall", "1")  # learned: 5 s
+    fresh = pulse(pulse_env, "create", "fresh", "doze", "--stall", "1")
+    wait_until(lambda: any(r.json["task"]["taskId"] == fresh for r in stalls(webhook_receiver)))
+    time.sleep(1.0)  # the known one is 2-3 s quiet now, past its own 1 s: still no alert
+    assert [r.json["task"]["taskId"] for r in stalls(webhook_receiver)] == [fresh]
+    for task in (known, fresh):
+        pulse(pulse_env, "done", task)
+
+
+def stalls(receiver: FakeServer) -> list[Recorded]:
+    return [r for r in receiver.requests if r.json["event"]["kind"] == "stall"]
+
+
 class SlowReceiver(FakeServer):
     def answer(self, req: Recorded):
         time.sleep(0.02)

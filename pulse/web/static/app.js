@@ -66,15 +66,18 @@
     return s + sep + T.s;
   }
   function etaText(task) {
+    // as the CLI and the pushes say it (pulse.render.eta_text), counted down on the page:
+    // seconds under a minute, minutes rounded up to 90, then hours and minutes
     var eta = task.eta;
     if (!eta || task.status !== "running") return "";
     var left = eta.finishAt ? (ms(eta.finishAt) - now()) / 1000 : eta.remainingSeconds;
-    if (!(left >= 0)) left = 0;
-    var minutes = Math.max(1, Math.ceil(left / 60));
+    left = Math.max(0, Math.floor(left || 0));
     var sep = lang === "zh" ? " " : " ";
-    var text = minutes >= 60
-      ? Math.floor(minutes / 60) + sep + T.h + sep + (minutes % 60) + sep + T.min
-      : minutes + sep + T.min;
+    if (left < 60) return T.left(left + sep + T.s);
+    var minutes = Math.ceil(left / 60);
+    if (minutes <= 90) return T.left(minutes + sep + T.min);
+    var text = Math.floor(minutes / 60) + sep + T.h;
+    if (minutes % 60) text += " " + (minutes % 60) + sep + T.min;
     return T.left(text);
   }
   function counts(task) {
