@@ -247,3 +247,47 @@ def listen(url: str, namespace: str, *, tick: float = 1.0) -> Iterator[Event | N
     finally:
         sub.close()
         client.close()
+
+
+# -- the stream read from a position (the web server's one reader, and pages resuming) -----
+# ``client`` is a redis-py client (``pulse.connection.redis_client``) with str replies: a
+# long-lived reader, not the per-step path.
+
+
+def last_event_id(client: Any, namespace: str) -> str:
+    """The id of the namespace's newest event, or "0-0" when the stream is empty."""
+    newest = client.xrevrange(Keys(namespace).events, "+", "-", count=1)
+    return newest[0][0] if newest else "0-0"
+
+
+def entries_after(
+    client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """Up to ``count`` stream entries (id, fields: kind, at, task as JSON text) with ids after
+    ``after``, oldest first. With ``block_ms``, waits that long for the first one (XREAD
+    BLOCK); without, answers at once (XRANGE)."""
+    key = Keys(namespace).events
+    if block_ms is None:
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(
+            key, f"({after}", "+", count=count
+        )
+        return entries
+    reply = client.xread({key: after}, count=count, block=block_ms)
+    return reply[0][1] if reply else []
+
+
+def events_after(
+    client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
+) -> list[Event]:
+    """``entries_after`` as Events (the snapshot normalized)."""
+    return [
+        Event(i, f["kind"], f.get("at", ""), model.normalize(json.loads(f["task"])))
+        for i, f in entries_after(client, namespace, after, count=count, block_ms=block_ms)
+    ]
+
+
+def valid_event_id(text: str) -> bool:
+    """Whether ``text`` reads as a stream id (``MS-SEQ`` or ``MS``), as a resuming client
+    sends it back."""
+    ms, _, seq = text.partition("-")
+    return ms.isdigit() and len(ms) <= 20 and (not seq or (seq.isdigit() and len(seq) <= 20))
