@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .transport import Connection
 
 VIEWS = ("default", "running", "stalled", "all")
+_OP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # what update.lua records
 # The default `status` view: running tasks and those finished this recently.
 RECENT_SECONDS = 86400
 # `recover` restores this many tasks per pipeline (one round trip each).
@@ -73,9 +75,13 @@ class Client:
         *,
         warn: Callable[[str], None] | None = None,
         mirror_in_background: bool = False,
+        journal: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        # journal=False (the web server): an unreachable Redis raises BackendUnavailable
+        # instead of keeping the update, and this client replays no journal either.
+        self._journaling = journal
         self.clock = clock or time.time  # seconds since the epoch; tests inject their own
         self._conn = conn
         self._store: Store | None = None
@@ -141,6 +147,8 @@ class Client:
             )
             self._learn_target()
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             op_id = new_op_id()
             entry = {
                 "op": "create",
@@ -156,12 +164,25 @@ class Client:
         return TaskHandle(self, change)
 
     def update(
-        self, task_id: str, op: str, message: str | None = None, progress: float | None = None
+        self,
+        task_id: str,
+        op: str,
+        message: str | None = None,
+        progress: float | None = None,
+        *,
+        op_id: str | None = None,
     ) -> Change:
-        """Apply one of next, heartbeat, done, error, wait to a task (id or unique prefix)."""
+        """Apply one of next, heartbeat, done, error, wait to a task (id or unique prefix).
+
+        ``op_id`` (letters, digits, ``_``, ``-``, at most 64): the caller's own operation id,
+        e.g. an HTTP client's Idempotency-Key, so a retried call applies once: a repeat gets
+        the task as it is, with ``kind`` "applied" and no event.
+        """
         if op not in model.OPS:
             raise BadValue(f"unknown update {op!r}")
         model.check_id(task_id)
+        if op_id is not None and not _OP_ID.match(op_id):
+            raise BadValue("an operation id is 1-64 letters, digits, '_' or '-'")
         if op == "error" and not message:
             raise BadValue("error needs a message saying what went wrong")
         if op == "wait" and not (message or "").strip():
@@ -173,7 +194,7 @@ class Client:
             message = self._visible(message, [], "the message")[0]
         progress = model.check_progress(progress)
         now = self._now()
-        at, agent, op_id = model.iso(now), self.settings.agent, new_op_id()
+        at, agent, op_id = model.iso(now), self.settings.agent, op_id or new_op_id()
         try:
             self._replay_journal()
             change = self.store.update(
@@ -188,7 +209,12 @@ class Client:
                 op_id=op_id,
             )
             self._learn_target()
+        except AlreadyApplied:
+            # only a caller's own id can repeat (ours are random): the retry of an applied call
+            return Change("", "applied", self.get(task_id))
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             before = self._local(task_id)
             running = model.running_index(before)
             # the step it is made for: a replay applies it to that step or keeps it apart
@@ -250,6 +276,10 @@ class Client:
             handle.done()
 
     # -- reads ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Returns when Redis answers; raises BackendUnavailable (or BackendRefused) if not."""
+        self.store.ping()
 
     def get(self, task_id: str) -> Task:
         model.check_id(task_id)  # refused before the journal is replayed: before any change
@@ -463,7 +493,7 @@ class Client:
         return self.journal.conflicts()
 
     def _replay_journal(self) -> None:
-        if self.journal:  # one stat per call when there is nothing to replay
+        if self._journaling and self.journal:  # one stat per call when there is nothing to replay
             replayed = self.replay().applied
             if replayed:
                 self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")

@@ -198,6 +198,15 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
     return _cap(lines)
 
 
+def task_url(web_url: str | None, task_id: str) -> str | None:
+    """The task's page on the dashboard (``PULSE_WEB_URL/?task=ID``), or None without one."""
+    if not web_url or not task_id:
+        return None
+    from urllib.parse import quote
+
+    return f"{web_url.rstrip('/')}/?task={quote(task_id, safe='')}"
+
+
 def render_card(task: Snapshot, lang: str = "en", now: datetime | None = None) -> str:
     """The whole task in a few lines, for a chat message edited in place as the task goes:
     name, progress bar, the current step with its latest message, elapsed time and ETA."""

@@ -369,6 +369,9 @@ class Store:
             for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
         ]
 
+    def ping(self) -> None:
+        self._call("PING")
+
     def _call(self, *args: Any) -> Any:
         try:
             return self.conn.call(*args)

@@ -368,6 +368,12 @@ def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     feed.ack([e.id for e in events])
     feed.lag()
     state.park("mirror:mirror", "bad", "1-0", {"kind": "x"})
+    # pulse web: its stream reader and where a resuming page left off
+    from pulse.events import events_after, last_event_id
+
+    assert last_event_id(client, NS) != "0-0"
+    assert events_after(client, NS, "0-0", block_ms=10)
+    assert events_after(client, NS, "0-0")
 
 
 @pytest.mark.parametrize(

@@ -194,3 +194,19 @@ def sync(g: Globals, conflicts: bool, as_json: bool) -> None:
 def server(g: Globals, action: str, as_json: bool) -> None:
     """Show, start or stop the embedded Redis server (used when PULSE_REDIS_URL is unset)."""
     commands.server(g, action, as_json)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port."
+)
+@click.pass_obj
+def web(g: Globals, host: str, port: int) -> None:
+    """Serve the dashboard and the HTTP API of the namespace [PULSE_WEB_TOKEN].
+
+    Without PULSE_WEB_TOKEN it listens on loopback only and refuses writes.
+    """
+    from ..web.server import serve
+
+    serve(g.settings(), host, port, lang=g.lang)
