@@ -88,7 +88,7 @@ class Entries:
 def parse_entries(entries: Any) -> Entries:
     events, bad, gone = [], [], []
     for entry in entries or []:
-        if entry is None:
+        if entry is None or entry[0] is None:  # Redis 6.2: deleted while pending (no id)
             continue
         entry_id, fields = entry
         if not fields:  # trimmed from the stream while pending: nothing to deliver
@@ -149,7 +149,23 @@ class Feed:
             reply = self.client.xautoclaim(
                 self.keys.events, self.group, self.consumer, min_idle_ms, "0-0", count=count
             )
-        return self._parsed(reply[1])
+        got = self._parsed(reply[1])
+        if any(entry is None or entry[0] is None for entry in reply[1]):
+            self._ack_deleted(got.events, count)
+        return got
+
+    def _ack_deleted(self, live: list[Event], count: int) -> None:
+        # Redis 6.2 claims an entry deleted from the stream while pending as a bare nil, without
+        # its id, and keeps it pending for good; 7.0+ and Valkey drop it themselves. So on 6.2:
+        # find this consumer's pending ids that are gone from the stream, and ack them.
+        k, have = self.keys, {e.id for e in live}
+        with redis_errors():
+            pending = self.client.xpending_range(
+                k.events, self.group, "-", "+", count, consumername=self.consumer
+            )
+            ids = [p["message_id"] for p in pending if p["message_id"] not in have]
+            gone = [i for i in ids if not self.client.xrange(k.events, i, i)]
+        self.ack(gone)
 
     def ack(self, ids: list[str]) -> None:
         if ids:

@@ -536,8 +536,8 @@ def pace_start(
         after = learned_stall(after, [q for _, q in first])
     med = ahead = runs = None
     if all(h and len(h) >= min_runs for h in known):
-        med = median_ms([d for d, _ in known[0]])  # type: ignore[index]
-        ahead = sum(median_ms([d for d, _ in h]) for h in known[1:])  # type: ignore[union-attr]
+        med = median_ms([d for d, _ in known[0]])  # type: ignore[index,union-attr]
+        ahead = sum(median_ms([d for d, _ in h]) for h in known[1:])  # type: ignore[union-attr,misc]
         runs = min(len(h) for h in known)  # type: ignore[arg-type]
     pace.update(
         sstart=now_ms, qlast=now_ms, qmax=0, paused=0, waitfrom=None,

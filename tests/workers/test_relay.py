@@ -370,3 +370,23 @@ def test_telegram_keeps_a_card_per_task_and_coalesces_edits(pulse_env, start_rel
     assert card.splitlines()[0] == "✅ big deploy" and "██████████ 12/12" in card
     edits = [m for m, _ in calls if m == "editMessageText"]
     assert len(edits) < 11  # the edits the pace held back gave way to the newest state
+
+
+def test_a_bad_entry_is_parked_and_the_relay_goes_on(
+    pulse_env, start_relay, webhook_receiver, redis_client
+):
+    relay = start_relay("--sink", webhook(webhook_receiver))
+    events = "pulse:{test}:events"
+    redis_client.xadd(events, {"kind": "next", "task": "{not json"})
+    odd = {"taskId": "odd-1", "version": 1, "status": "running", "steps": []}
+    redis_client.xadd(events, {"kind": "teleport", "task": json.dumps(odd)})  # no such kind
+    task = pulse(pulse_env, "create", "after", "a")
+    got = webhook_receiver.wait_for(1)
+    assert got[0].json["task"]["taskId"] == task and relay.poll() is None
+    cmd = [sys.executable, "-m", "pulse_workers", "--sink", webhook(webhook_receiver)]
+    listed = subprocess.run([*cmd, "--dead-letters", "--json"], env=pulse_env, capture_output=True)
+    letters = json.loads(listed.stdout)["dead_letters"]
+    assert len(letters) == 2 and "does not parse" in letters[0]["error"]
+    assert letters[1]["event"]["kind"] == "teleport"
+    check = subprocess.run([*cmd, "--check"], env=pulse_env, capture_output=True, text=True)
+    assert "dead_letters=2" in check.stdout and check.returncode == 0
