@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .transport import Connection
 
-__all__ = ["open_connection", "redis_client", "redis_url"]
+__all__ = ["open_connection", "redis_client", "redis_url", "server_hello"]
 
 
 def open_connection(settings: Settings) -> Connection:
@@ -68,7 +68,8 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     }
     try:
         client = redis.Redis.from_url(url, **options)
-        cluster = bool(client.info("cluster").get("cluster_enabled"))
+        # HELLO, not INFO: every user may send it, whatever its ACL rules
+        cluster = server_hello(client).get("mode") == "cluster"
     except ValueError as e:
         raise BackendRefused(f"cannot use the Redis URL {redacted_url(url)}: {e}") from None
     except AuthenticationError as e:
@@ -81,3 +82,21 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
         return client
     client.close()
     return redis.RedisCluster.from_url(url, **options)
+
+
+def server_hello(client: Any) -> dict[str, Any]:
+    """What a redis-py client's server says of itself (``HELLO 2``: server, version, mode...;
+    of one of its nodes for a RedisCluster), str keys and values; {} if it does not say."""
+    from redis.exceptions import ResponseError
+
+    if hasattr(client, "get_default_node"):  # RedisCluster: every node runs the same build
+        client = client.get_redis_connection(client.get_default_node())
+    try:
+        reply = client.execute_command("HELLO", "2")
+    except ResponseError:
+        return {}
+
+    def text(v: Any) -> Any:
+        return v.decode() if isinstance(v, bytes) else v
+
+    return {text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=False)}

@@ -10,13 +10,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any
 
 from . import model
 from .errors import BackendError
 from .keys import STREAM_MAXLEN, Keys
 from .scripts import Script
-from .transport import Connection, ReplyError
+from .transport import Connection, ReplyError, publish_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class Pushes:
         self.ttl = ttl
         self.stream_maxlen = stream_maxlen
         self._ahead: tuple[list[str], list[Any]] | None = None  # mark_ahead awaiting marked
+        self._publish: str | None = None  # PUBLISH or SPUBLISH, learned once per connection
 
     def decide(
         self, event: Event, sink: str, now_ms: int, window_ms: int, ack: Ack | None = None
@@ -262,11 +264,16 @@ class Pushes:
             got = _STALL(
                 self.conn,
                 [k.task(task_id), k.running, k.events],
-                [task_id, now_ms, at, self.stream_maxlen, k.channel],
+                [task_id, now_ms, at, self.stream_maxlen, k.channel, self._publish_command()],
             )
             if got:
                 events.append(Event(got[0], "stall", at, model.normalize(json.loads(got[1]))))
         return events
+
+    def _publish_command(self) -> str:
+        if self._publish is None:
+            self._publish = publish_command(self.conn)
+        return self._publish
 
     # -- sink memory ---------------------------------------------------------------------
 
@@ -318,24 +325,47 @@ class Pushes:
         return self.conn.call("XLEN", self.keys.dead)
 
 
-def listen(url: str, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
-    """Events as the pub/sub channel carries them, live (None every ``tick`` of quiet).
+def listen(client: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
+    """Events as the pub/sub channel carries them, live (None every ``tick`` of quiet), read
+    with ``client`` (``connection.redis_client``'s: redis.Redis or redis.RedisCluster, str
+    replies). On a cluster with sharded channels it subscribes with SSUBSCRIBE, on the node
+    serving the namespace, as the scripts publish with SPUBLISH there. A lost connection (a
+    failover, a restart) is subscribed again after ``tick``; events meanwhile are missed.
 
     Pub/sub has no history: it is for views; the workers read the stream instead.
     """
-    import redis
+    from redis.exceptions import ConnectionError, TimeoutError
 
-    client = redis.Redis.from_url(url, decode_responses=True)
-    sub = client.pubsub(ignore_subscribe_messages=True)
-    sub.subscribe(Keys(namespace).channel)
-    try:
-        while True:
-            message = sub.get_message(timeout=tick)
-            if message is None:
-                yield None
-                continue
-            data = json.loads(message["data"])
-            yield Event(data["id"], data["kind"], data.get("at", ""), model.normalize(data["task"]))
-    finally:
-        sub.close()
-        client.close()
+    from .connection import server_hello
+    from .transport import sharded_channels
+
+    channel = Keys(namespace).channel
+    while True:
+        sub = None
+        try:
+            sub = client.pubsub(ignore_subscribe_messages=True)
+            if sharded_channels(server_hello(client)):
+                sub.ssubscribe(channel)
+                read = partial(sub.get_sharded_message, ignore_subscribe_messages=True)
+            else:
+                sub.subscribe(channel)
+                read = sub.get_message
+            while True:
+                message = read(timeout=tick)
+                if message is None:
+                    yield None
+                    continue
+                data = json.loads(message["data"])
+                task = model.normalize(data["task"])
+                yield Event(data["id"], data["kind"], data.get("at", ""), task)
+        except (ConnectionError, TimeoutError, OSError):
+            yield None
+            time.sleep(tick)
+            if hasattr(client, "nodes_manager"):  # a cluster: ask where the slots are now
+                try:
+                    client.nodes_manager.initialize()
+                except Exception:  # still in transition: the next round tries again
+                    pass
+        finally:
+            if sub is not None:
+                sub.close()

@@ -19,7 +19,7 @@ from .errors import (
 )
 from .keys import STREAM_MAXLEN, Keys
 from .scripts import Script
-from .transport import ReplyError
+from .transport import ReplyError, publish_command
 
 TYPE_CHECKING = False  # the typing module costs a millisecond and more to import
 if TYPE_CHECKING:
@@ -75,6 +75,15 @@ class Store:
         self.conn = conn
         self.keys = Keys(namespace)
         self.stream_maxlen = stream_maxlen
+        self._publish: str | None = None
+
+    @property
+    def publish(self) -> str:
+        """PUBLISH, or SPUBLISH on a cluster with sharded channels: learned once per
+        connection (HELLO), the scripts' publish command."""
+        if self._publish is None:
+            self._publish = publish_command(self.conn)
+        return self._publish
 
     # -- changes -------------------------------------------------------------------------
 
@@ -90,6 +99,7 @@ class Store:
             ttl,
             self.stream_maxlen,
             k.channel,
+            self.publish,  # ARGV[9]
         ]
         try:
             sid, snap = _CREATE(
@@ -128,6 +138,9 @@ class Store:
             self.stream_maxlen,
             self.keys.channel,
             "" if version is None else version,
+            "",  # ARGV[12], reserved: the operation id
+            "",  # ARGV[13], reserved: the step the update was meant for
+            self.publish,  # ARGV[14]
         ]
         try:
             return self._update(task_id, args)

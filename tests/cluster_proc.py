@@ -193,7 +193,7 @@ class Cluster:
         for node in self.nodes:
             if not node.alive():
                 continue
-            for start, end, (host, port, *_), *_ in call(node.port, "CLUSTER", "SLOTS"):
+            for start, end, (_host, port, *_), *_ in call(node.port, "CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return self.node(int(port))
         raise LookupError(f"no node serves slot {slot}")

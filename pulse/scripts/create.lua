@@ -13,7 +13,9 @@
 -- ARGV[6]  retention TTL, seconds
 -- ARGV[7]  stream MAXLEN (approximate)
 -- ARGV[8]  pub/sub channel
+-- ARGV[9]  the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- Returns {stream id, snapshot JSON}; error PULSE_EXISTS if the id is taken.
+--@include emit
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('PULSE_EXISTS ' .. ARGV[1])
 end
@@ -24,8 +26,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now_ms, id)
 redis.call('ZADD', KEYS[3], now_ms + 1000 * tonumber(ARGV[5]), id)
 redis.call('ZADD', KEYS[4], 0, id)
-local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
-  'kind', 'create', 'at', ARGV[4], 'task', snap)
-redis.call('PUBLISH', ARGV[8],
-  '{"id":"' .. sid .. '","kind":"create","at":"' .. ARGV[4] .. '","task":' .. snap .. '}')
+local sid = emit(KEYS[5], ARGV[7], ARGV[9], ARGV[8], 'create', ARGV[4], snap)
 return {sid, snap}

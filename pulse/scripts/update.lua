@@ -18,11 +18,13 @@
 -- ARGV[10] pub/sub channel
 -- ARGV[11] the version this update makes, or '' (a journaled update replayed: applied only
 --          on the version before it, so a replay is idempotent)
+-- ARGV[14] the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- Returns {stream id, event kind, snapshot JSON}.
 -- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>, PULSE_VERSION <current>
 -- (a replay that does not fit); all change nothing.
 -- A task the relay marked stalled (hash field `stalled`, see stall.lua) resumes: a heartbeat
 -- is emitted as `resume`; any other update emits `resume` and then its own event.
+--@include emit
 local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled')
 local raw = h[1]
 if not raw then
@@ -105,18 +107,14 @@ else
   redis.call('ZREM', KEYS[3], id)
 end
 
-local function emit(k)
-  local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
-    'kind', k, 'at', now, 'task', snap)
-  redis.call('PUBLISH', ARGV[10],
-    '{"id":"' .. sid .. '","kind":"' .. k .. '","at":"' .. now .. '","task":' .. snap .. '}')
-  return sid
+local function emit_kind(k)
+  return emit(KEYS[4], ARGV[9], ARGV[14], ARGV[10], k, now, snap)
 end
 if resumed then
   if kind == 'heartbeat' then
     kind = 'resume'
   else
-    emit('resume')
+    emit_kind('resume')
   end
 end
-return {emit(kind), kind, snap}
+return {emit_kind(kind), kind, snap}

@@ -1,0 +1,230 @@
+"""pulse on a real Redis Cluster of three masters: every verb through any node, namespaces
+spread over the nodes, redirects remembered, slots migrating (ASK, TRYAGAIN), `watch` live."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pulse.client import Client
+from pulse.settings import Settings
+from pulse.transport import SocketConnection, key_slot
+from tests.cluster_proc import Cluster, ClusterUnavailable, call, cluster_proc
+from tests.conftest import _run_pulse
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    try:
+        with cluster_proc(masters=3) as c:
+            yield c
+    except ClusterUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def fresh(cluster: Cluster) -> Cluster:
+    cluster.flushall()
+    return cluster
+
+
+def env_for(pulse_env: dict[str, str], url: str, namespace: str) -> dict[str, str]:
+    return {**pulse_env, "PULSE_REDIS_URL": url, "PULSE_NAMESPACE": namespace}
+
+
+def owner_client(cluster: Cluster, namespace: str):  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis(port=cluster.owner(namespace).port, decode_responses=True)
+
+
+def test_key_slot_is_the_clusters(cluster: Cluster) -> None:
+    for key in ("pulse:{team}:events", "pulse:{a}:task:x", "plain", "{}x", "a{}{b}", "{ß}"):
+        assert key_slot(key) == int(call(cluster.nodes[0].port, "CLUSTER", "KEYSLOT", key))
+
+
+def test_every_verb_through_a_node_that_does_not_own_the_namespace(fresh, pulse_env, tmp_path):
+    cluster, ns = fresh, "team"
+    env = env_for(pulse_env, cluster.other(ns).url, ns)
+
+    def pulse(*args: str) -> str:
+        done = _run_pulse(env, *args)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        return done.stdout.strip()
+
+    task = pulse("create", "deploy", "build", "test", "ship")
+    pulse("next", task, "built")
+    pulse("heartbeat", task[:12], "half", "--progress", "50")  # a prefix: a read, then a script
+    failing = pulse("create", "other", "one")
+    pulse("error", failing, "broke")
+    assert json.loads(pulse("status", task, "--json"))["steps"][1]["progress"] == 50
+    pulse("next", task)
+    pulse("done", task, "shipped")
+    shown = json.loads(pulse("status", "--all", "--json"))
+    assert {t["taskId"]: t["status"] for t in shown["tasks"]} == {task: "done", failing: "error"}
+
+    raw = owner_client(cluster, ns)
+    kinds = [f["kind"] for _, f in raw.xrange(f"pulse:{{{ns}}}:events")]
+    assert kinds == ["create", "next", "heartbeat", "create", "error", "next", "done"]
+    assert json.loads(raw.hget(f"pulse:{{{ns}}}:task:{task}", "snap"))["result"] == "shipped"
+    # nothing landed anywhere else
+    for node in cluster.nodes:
+        if node is not cluster.owner(ns):
+            assert call(node.port, "DBSIZE") == 0
+
+    assert pulse("cleanup", "--days", "0") == "removed 2 finished tasks"
+    assert raw.exists(f"pulse:{{{ns}}}:task:{task}") == 0
+    running = pulse("create", "again", "one")
+    raw.delete(f"pulse:{{{ns}}}:task:{running}")  # Redis lost it; the mirror has it
+    assert pulse("recover", "--json") and raw.exists(f"pulse:{{{ns}}}:task:{running}") == 1
+    assert pulse("sync") == "replayed 0 journaled updates"
+
+
+def test_namespaces_spread_over_the_nodes_through_one_url(fresh, tmp_path):
+    cluster = fresh
+    names = cluster.namespaces(6, per_master=True)
+    assert len({cluster.owner(n).port for n in names}) == 3
+    url = cluster.nodes[0].url
+    ids = {}
+    for name in names:
+        with Client(Settings(redis_url=url, namespace=name, dir=tmp_path)) as client:
+            handle = client.create(f"job in {name}", ["a", "b"])
+            handle.next("a done")
+            ids[name] = handle.id
+    for name in names:
+        raw = owner_client(cluster, name)
+        snap = json.loads(raw.hget(f"pulse:{{{name}}}:task:{ids[name]}", "snap"))
+        assert (snap["namespace"], snap["version"]) == (name, 2)
+        with Client(Settings(redis_url=url, namespace=name, dir=tmp_path)) as client:
+            assert [t["taskId"] for t in client.status()] == [ids[name]]
+
+
+def test_one_connection_remembers_where_each_namespace_lives(fresh, tmp_path, monkeypatch):
+    cluster = fresh
+    names = cluster.namespaces(3, per_master=True)
+    conn = SocketConnection(cluster.other(names[0]).url)
+    sent: list[tuple[int, str]] = []
+    roundtrip = SocketConnection._roundtrip
+
+    def counted(self: SocketConnection, commands):  # type: ignore[no-untyped-def]
+        sent.extend((self._port, str(c[0])) for c in commands)
+        return roundtrip(self, commands)
+
+    monkeypatch.setattr(SocketConnection, "_roundtrip", counted)
+    clients = {n: Client(Settings(redis_url="", namespace=n, dir=tmp_path), conn) for n in names}
+    handles = {n: c.create("job", ["a", "b", "c"]) for n, c in clients.items()}
+    sent.clear()
+    for _ in range(5):
+        for handle in handles.values():
+            handle.heartbeat("still at it")
+    # every update went straight to its namespace's master: no redirect, one round trip each
+    owners = [cluster.owner(n).port for n in names]
+    assert sent == [(port, "EVALSHA") for port in owners] * 5
+    conn.close()
+
+
+def test_a_slot_moving_to_another_node_is_followed(fresh, pulse_env):
+    """ASK while the namespace's keys are being migrated, MOVED once the slot has moved, and
+    TRYAGAIN (retried) while its keys are split between the two nodes."""
+    cluster, ns = fresh, "moving"
+    source, target = cluster.owner(ns), cluster.other(ns)
+    env = env_for(pulse_env, source.url, ns)
+    task = _run_pulse(env, "create", "move", "a", "b", "c", "d").stdout.strip()
+    slot = cluster.slot(ns)
+    ids = {p: call(p, "CLUSTER", "MYID") for p in (source.port, target.port)}
+    call(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+    call(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.port])
+
+    def migrate(keys: list[str]) -> None:
+        call(source.port, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+    keys = [str(k) for k in call(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100)]
+    migrate(keys[:1])  # the keys split over two nodes: TRYAGAIN until the rest follow
+    threading.Timer(0.3, migrate, [keys[1:]]).start()
+    done = _run_pulse(env, "next", task, "during the migration")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    # every key on the target now: the source answers ASK
+    done = _run_pulse(env, "next", task, "asked")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    for port in (source.port, target.port):
+        call(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
+    done = _run_pulse(env, "next", task, "moved")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    raw = owner_client(cluster, ns)
+    assert raw.connection_pool.connection_kwargs["port"] == target.port
+    snap = json.loads(raw.hget(f"pulse:{{{ns}}}:task:{task}", "snap"))
+    assert [s.get("message") for s in snap["steps"][:3]] == [
+        "during the migration",
+        "asked",
+        "moved",
+    ]
+    assert call(source.port, "DBSIZE") == 0
+    # the slot back where it was, for the tests after this one
+    call(target.port, "FLUSHALL")
+    for port in (source.port, target.port):
+        call(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[source.port])
+
+
+def test_the_live_channel_is_sharded_where_the_server_has_it(fresh, pulse_env):
+    cluster, ns = fresh, "live"
+    hello = call(cluster.nodes[0].port, "HELLO", "2")
+    version = int(str(hello[hello.index("version") + 1]).split(".")[0])
+    env = env_for(pulse_env, cluster.other(ns).url, ns)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pulse", "watch"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        owner = cluster.owner(ns).port
+        channel = f"pulse:{{{ns}}}:events"
+        deadline = time.monotonic() + 20
+        while True:  # until watch has subscribed on the node that serves the namespace
+            if version >= 7:
+                subscribed = channel in call(owner, "PUBSUB", "SHARDCHANNELS")
+            else:
+                subscribed = any(
+                    channel in call(n.port, "PUBSUB", "CHANNELS") for n in cluster.nodes
+                )
+            if subscribed:
+                break
+            assert watch.poll() is None, watch.stderr.read() if watch.stderr else ""
+            assert time.monotonic() < deadline, "watch never subscribed"
+            time.sleep(0.05)
+        task = _run_pulse(env, "create", "watched", "one").stdout.strip()
+        assert _run_pulse(env, "done", task, "fine").returncode == 0
+        lines = [watch.stdout.readline().split() for _ in range(2)] if watch.stdout else []
+        assert [(line[1], line[2]) for line in lines] == [("create", task), ("done", task)]
+    finally:
+        watch.kill()
+        watch.wait()
+
+
+def test_redis_client_is_a_cluster_client_on_a_cluster(cluster: Cluster) -> None:
+    import redis
+
+    from pulse.connection import redis_client
+
+    client = redis_client(Settings(redis_url=cluster.nodes[0].url))
+    try:
+        assert isinstance(client, redis.RedisCluster)
+        for name in cluster.namespaces(6):
+            client.set(f"pulse:{{{name}}}:probe", 1)  # each to the node serving it
+    finally:
+        client.close()
+
+
+def test_the_cli_says_one_line_when_no_node_answers(pulse_env, free_port) -> None:
+    env = env_for(pulse_env, f"redis://127.0.0.1:{free_port}", "x")
+    done = _run_pulse(env, "status")
+    assert done.returncode == 3 and len(done.stderr.splitlines()) == 1
+    assert "Traceback" not in done.stderr
