@@ -144,8 +144,9 @@ class Cluster:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
         self.wait_ok()
 
-    def wait_ok(self, timeout: float = 20.0) -> None:
-        """Until every live node says the cluster is ok and every master has its replicas."""
+    def wait_ok(self, timeout: float = 20.0, *, replicated: bool = True) -> None:
+        """Until every live node says the cluster is ok and (``replicated``) every master has
+        its replicas in sync."""
 
         def ready() -> bool:
             live = [n for n in self.nodes if n.alive()]
@@ -154,13 +155,32 @@ class Cluster:
                     return False
             for node in live:
                 info = _fields(call(node.port, "INFO", "replication"))
-                if info["role"] == "master" and self.replicas and self._serves_slots(node.port):
+                if not replicated or info["role"] != "master" or not self.replicas:
+                    continue
+                if self._serves_slots(node.port):
                     online = [k for k, v in info.items() if k.startswith("slave") and "online" in v]
                     if len(online) < self.replicas:
                         return False
             return True
 
         self._wait(ready, "the cluster is ok", timeout)
+
+    def wait_owner(self, namespace: str, node: Node, timeout: float = 20.0) -> None:
+        """Until every live node says ``node`` serves ``namespace`` and the cluster is ok (a
+        killed master's replica took over)."""
+        slot = self.slot(namespace)
+
+        def ready() -> bool:
+            for live in (n for n in self.nodes if n.alive()):
+                if _fields(call(live.port, "CLUSTER", "INFO"))["cluster_state"] != "ok":
+                    return False
+                ranges = call(live.port, "CLUSTER", "SLOTS")
+                owner = next(int(r[2][1]) for r in ranges if r[0] <= slot <= r[1])  # type: ignore[attr-defined]
+                if owner != node.port:
+                    return False
+            return True
+
+        self._wait(ready, f"{node.port} serves {namespace}", timeout)
 
     def _serves_slots(self, port: int) -> bool:
         """Whether the node on ``port`` is a master with slots (a replica lists none)."""
@@ -185,7 +205,8 @@ class Cluster:
     # -- where things live ---------------------------------------------------------------
 
     def slot(self, namespace: str) -> int:
-        return int(call(self.nodes[0].port, "CLUSTER", "KEYSLOT", f"pulse:{{{namespace}}}:x"))
+        live = next(n for n in self.nodes if n.alive())
+        return int(call(live.port, "CLUSTER", "KEYSLOT", f"pulse:{{{namespace}}}:x"))
 
     def owner(self, namespace: str) -> Node:
         """The master that serves ``namespace``'s slot now (asked of a live node)."""
