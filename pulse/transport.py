@@ -452,12 +452,15 @@ def publish_command(conn: Connection) -> str:
     return "SPUBLISH" if hello is not None and sharded_channels(hello()) else "PUBLISH"
 
 
-_slots_of_tags: dict[bytes, int] = {}
+_slots_of_keys: dict[Any, int] = {}  # a process sends the same few keys over and over
 
 
 def key_slot(key: str | bytes) -> int:
     """The Redis Cluster hash slot of ``key``: CRC16 of its hash tag (``{...}``) or of all
     of it, modulo 16384."""
+    slot = _slots_of_keys.get(key)
+    if slot is not None:
+        return slot
     from binascii import crc_hqx  # CRC16-CCITT (XMODEM), as Redis Cluster uses
 
     raw = key.encode() if isinstance(key, str) else bytes(key)
@@ -466,17 +469,20 @@ def key_slot(key: str | bytes) -> int:
         end = raw.find(b"}", start + 1)
         if end > start + 1:
             raw = raw[start + 1 : end]
-    slot = _slots_of_tags.get(raw)
-    if slot is None:
-        slot = _slots_of_tags[raw] = crc_hqx(raw, 0) % 16384
+    if len(_slots_of_keys) > 10000:
+        _slots_of_keys.clear()
+    slot = _slots_of_keys[key] = crc_hqx(raw, 0) % 16384
     return slot
+
+
+_SCRIPTS = frozenset(("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"))
 
 
 def command_key(command: Sequence[Any]) -> Any:
     """The (first) key a command names, or None for a command without one."""
-    name = command[0].decode() if isinstance(command[0], bytes) else str(command[0])
-    name = name.upper()
-    if name in ("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"):
+    name = command[0]
+    name = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+    if name in _SCRIPTS:
         return command[3] if len(command) > 3 and int(command[2]) > 0 else None
     if name in ("XREAD", "XREADGROUP"):
         words = [str(c).upper() for c in command]
@@ -518,7 +524,8 @@ class _Cluster:
             if key is not None:
                 address = self.slots.get(key_slot(key))
                 if address is not None and address not in self.down:
-                    return self.node(address)
+                    node = self.nodes.get(address)
+                    return node if node is not None else self.node(address)
                 break
         if "" not in self.down:
             return self.origin
@@ -536,19 +543,25 @@ class _Cluster:
         return node
 
     def exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        self.down.clear()
-        return self.settle(commands, self._send(self.owner(commands), commands))
+        if self.down:
+            self.down.clear()
+        replies = self._send(self.owner(commands), commands)
+        for r in replies:
+            if isinstance(r, BackendUnavailable) or (
+                isinstance(r, ReplyError) and r.code in _RERUN
+            ):
+                return self.settle(commands, replies)
+        return replies
 
     def _send(self, node: SocketConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies of ``node``; if it cannot be reached (nothing sent), the error as the
         reply of every command, to be retried like a cluster in transition."""
-        try:
-            if node._sock is not None and node._hung_up(node._sock):
-                node.close()
-            node.connect()
-        except BackendUnavailable as e:
-            self._forget(node)
-            return [e] * len(commands)
+        if node._sock is None:  # else _write checks it is still open, and reconnects
+            try:
+                node.connect()
+            except BackendUnavailable as e:
+                self._forget(node)
+                return [e] * len(commands)
         return node._roundtrip(commands)
 
     def _forget(self, node: SocketConnection) -> None:
