@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .transport import Connection
 
-__all__ = ["open_connection", "redis_client", "redis_url", "server_hello"]
+__all__ = ["client_for_url", "open_connection", "redis_client", "redis_url", "server_hello"]
 
 
 def open_connection(settings: Settings) -> Connection:
@@ -52,6 +52,11 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     Raises BackendRefused for a URL redis-py cannot read or a refused login, and
     BackendUnavailable when the server cannot be reached.
     """
+    return client_for_url(redis_url(settings), decode_responses=decode_responses, timeout=timeout)
+
+
+def client_for_url(url: str, *, decode_responses: bool = True, timeout: float = 5.0) -> Any:
+    """``redis_client`` for a URL: redis.RedisCluster if the server is a cluster node."""
     import redis
     from redis.exceptions import AuthenticationError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -60,7 +65,6 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     from .errors import BackendRefused
     from .transport import redacted_url
 
-    url = redis_url(settings)
     options = {
         "decode_responses": decode_responses,
         "socket_timeout": timeout,
@@ -81,7 +85,15 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     if not cluster:
         return client
     client.close()
-    return redis.RedisCluster.from_url(url, **options)
+    from redis.exceptions import RedisClusterException, RedisError
+
+    try:  # learns the slots (CLUSTER SLOTS) and the commands' keys (COMMAND) at once
+        return redis.RedisCluster.from_url(url, **options)
+    except (RedisClusterException, RedisError) as e:
+        raise BackendRefused(
+            f"cannot use the Redis Cluster at {redacted_url(url)}: {e} (an ACL user needs "
+            "+cluster|slots and +command: see docs/acl.md)"
+        ) from None
 
 
 def server_hello(client: Any) -> dict[str, Any]:

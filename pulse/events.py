@@ -325,26 +325,37 @@ class Pushes:
         return self.conn.call("XLEN", self.keys.dead)
 
 
-def listen(client: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
+def listen(source: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
     """Events as the pub/sub channel carries them, live (None every ``tick`` of quiet), read
-    with ``client`` (``connection.redis_client``'s: redis.Redis or redis.RedisCluster, str
-    replies). On a cluster with sharded channels it subscribes with SSUBSCRIBE, on the node
-    serving the namespace, as the scripts publish with SPUBLISH there. A lost connection (a
+    with ``source``: a Redis URL, or a redis-py client (``connection.redis_client``'s:
+    redis.Redis or redis.RedisCluster, str replies; the caller closes it). On a cluster with
+    sharded channels it subscribes with SSUBSCRIBE, on the node serving the namespace, as the
+    scripts publish with SPUBLISH there. A lost connection (a
     failover, a restart) is subscribed again after ``tick``; events meanwhile are missed.
 
     Pub/sub has no history: it is for views; the workers read the stream instead.
     """
-    from redis.exceptions import ConnectionError, TimeoutError
-
-    from .connection import server_hello
+    from .connection import client_for_url, server_hello
     from .transport import sharded_channels
 
-    channel = Keys(namespace).channel
+    client = client_for_url(source) if isinstance(source, str) else source
+    try:
+        yield from _listen(
+            client, Keys(namespace).channel, tick, sharded_channels(server_hello(client))
+        )
+    finally:
+        if client is not source:
+            client.close()
+
+
+def _listen(client: Any, channel: str, tick: float, sharded: bool) -> Iterator[Event | None]:
+    from redis.exceptions import ConnectionError, TimeoutError
+
     while True:
         sub = None
         try:
             sub = client.pubsub(ignore_subscribe_messages=True)
-            if sharded_channels(server_hello(client)):
+            if sharded:
                 sub.ssubscribe(channel)
                 read = partial(sub.get_sharded_message, ignore_subscribe_messages=True)
             else:

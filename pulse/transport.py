@@ -159,6 +159,7 @@ class SocketConnection(_Calls):
             hello.append((f"SELECT {int(db)}", ("SELECT", int(db))))
         self._hello = [(what, hiredis.pack_command(command)) for what, command in hello]
         self._sock: socket.socket | None = None
+        self._login_owed = False  # AUTH and SELECT go before the next command
         self._reader: Any = None
         self._owed: tuple[list[tuple[str, bytes]], int] | None = None  # send() awaiting receive()
         # Redis Cluster: where slots live and a connection per node, from the first redirect on.
@@ -185,6 +186,7 @@ class SocketConnection(_Calls):
                 sock.close()
             raise BackendUnavailable(f"cannot reach Redis at {self.url}: {self._why(e)}") from e
         self._sock = sock
+        self._login_owed = True
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")
 
     def _peer(self, host: str, port: int) -> SocketConnection:
@@ -285,7 +287,8 @@ class SocketConnection(_Calls):
         hello: list[tuple[str, bytes]] = []
         if self._sock is None:
             self.connect()
-            hello = self._hello
+        if self._login_owed:  # a new socket (here, or by an eager connect()): log in first
+            hello, self._login_owed = self._hello, False
             payload = b"".join(p for _, p in hello) + payload
         assert self._sock is not None
         try:

@@ -228,3 +228,46 @@ def test_the_cli_says_one_line_when_no_node_answers(pulse_env, free_port) -> Non
     done = _run_pulse(env, "status")
     assert done.returncode == 3 and len(done.stderr.splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_the_acl_users_of_docs_work_on_a_cluster(fresh, pulse_env):
+    """docs/acl.md's agent user plus its cluster line, on every node: every verb and `watch`
+    through a node that does not serve the namespace; another namespace is out of reach (the
+    nodes it is redirected to see the same user, never `default`)."""
+    from tests.test_acl import doc_lines, rules
+
+    cluster, ns = fresh, "team"  # the namespace test_acl fills in
+    hello = call(cluster.nodes[0].port, "HELLO", "2")
+    sharded = int(str(hello[hello.index("version") + 1]).split(".")[0]) >= 7
+    extra = next(line for line in doc_lines("ACL SETUSER pulse-agent +")).split()[3:]
+    if not sharded:
+        extra = [w for w in extra if w not in ("+spublish", "+ssubscribe")]
+    for node in cluster.nodes:
+        call(node.port, "ACL", "SETUSER", "pulse-agent", "reset", *rules("pulse-agent"), *extra)
+        call(node.port, "ACL", "SETUSER", "pulse-agent", ">agent-pw")
+    try:
+        url = f"redis://pulse-agent:agent-pw@127.0.0.1:{cluster.other(ns).port}"
+        env = env_for(pulse_env, url, ns)
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "pulse", "watch"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            time.sleep(1.5)  # watch subscribes meanwhile; an event before that is not shown
+            task = _run_pulse(env, "create", "guarded", "a", "b").stdout.strip()
+            for verb in (("next", task), ("heartbeat", task, "hi"), ("done", task, "ok")):
+                done = _run_pulse(env, *verb)
+                assert done.returncode == 0 and done.stderr == "", done.stderr
+            assert json.loads(_run_pulse(env, "status", task, "--json").stdout)["status"] == "done"
+            lines = [watch.stdout.readline().split()[1] for _ in range(4)] if watch.stdout else []
+            assert lines == ["create", "next", "heartbeat", "done"]
+        finally:
+            watch.kill()
+            watch.wait()
+        other = cluster.namespaces(6, per_master=True)
+        elsewhere = next(n for n in other if cluster.owner(n) is not cluster.owner(ns))
+        refused = _run_pulse(env_for(pulse_env, url, elsewhere), "status")
+        assert refused.returncode == 3 and "NOPERM" in refused.stderr
+        assert all(call(n.port, "DBSIZE") == 0 for n in cluster.nodes if n is not cluster.owner(ns))
+    finally:
+        for node in cluster.nodes:
+            call(node.port, "ACL", "DELUSER", "pulse-agent")
