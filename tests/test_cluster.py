@@ -239,7 +239,8 @@ def test_the_acl_users_of_docs_work_on_a_cluster(fresh, pulse_env):
     cluster, ns = fresh, "team"  # the namespace test_acl fills in
     hello = call(cluster.nodes[0].port, "HELLO", "2")
     sharded = int(str(hello[hello.index("version") + 1]).split(".")[0]) >= 7
-    extra = next(line for line in doc_lines("ACL SETUSER pulse-agent +")).split()[3:]
+    line = next(iter(doc_lines("redis-cli -h NODE -p PORT ACL SETUSER pulse-agent ")))
+    extra = [w.strip("'") for w in line.split()[8:]]
     if not sharded:
         extra = [w for w in extra if w not in ("+spublish", "+ssubscribe")]
     for node in cluster.nodes:
