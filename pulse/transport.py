@@ -559,13 +559,21 @@ class _Cluster:
     def _send(self, node: SocketConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies of ``node``; if it cannot be reached (nothing sent), the error as the
         reply of every command, to be retried like a cluster in transition."""
-        if node._sock is None:  # else _write checks it is still open, and reconnects
-            try:
+        try:
+            if node._sock is None:  # else _write checks it is still open, and reconnects
                 node.connect()
-            except BackendUnavailable as e:
-                self._forget(node)
-                return [e] * len(commands)
-        return node._roundtrip(commands)
+        except BackendUnavailable as e:
+            self._forget(node)
+            return [e] * len(commands)
+        try:
+            return node._roundtrip(commands)
+        except BackendUnavailable as e:
+            # The socket had closed and reconnecting was refused (a node that died): nothing
+            # was sent. Anything else may have happened after the command went out.
+            if node._sock is not None or not isinstance(e.__cause__, ConnectionRefusedError):
+                raise
+            self._forget(node)
+            return [e] * len(commands)
 
     def _forget(self, node: SocketConnection) -> None:
         address = "" if node is self.origin else f"{node._host}:{node._port}"

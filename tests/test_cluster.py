@@ -272,3 +272,29 @@ def test_the_acl_users_of_docs_work_on_a_cluster(fresh, pulse_env):
     finally:
         for node in cluster.nodes:
             call(node.port, "ACL", "DELUSER", "pulse-agent")
+
+
+def test_the_workers_feed_and_pushes_through_any_node(fresh, tmp_path):
+    """Consumer groups, push decisions (sent ahead and read after: send/receive), presence
+    and stall alerts, all through a node that does not serve the namespace."""
+    from datetime import timezone
+
+    from pulse.events import Feed, Pushes
+
+    cluster, ns = fresh, "relayed"
+    conn = SocketConnection(cluster.other(ns).url)
+    with Client(Settings(redis_url=cluster.other(ns).url, namespace=ns, dir=tmp_path)) as c:
+        task = c.create("relayed", ["a"], stall=1)
+    feed = Feed(conn, ns, "relay:console", "one")
+    feed.ensure_group()
+    events = feed.read(10)
+    assert [e.kind for e in events] == ["create"]
+    pushes = Pushes(conn, ns, ttl=60)
+    pushes.mark_ahead(events[0], "console", int(time.time() * 1000), 0, ("relay:console", []))
+    assert pushes.marked().verdict == "send"
+    assert pushes.register("relay:console", "one", 5000) == (1, True)
+    stalled = pushes.mark_stalled(time.time() + 60, timezone.utc)
+    assert [(e.kind, e.task["taskId"]) for e in stalled] == [("stall", task.id)]
+    feed.ack([e.id for e in events])
+    assert [e.kind for e in feed.read(10)] == ["stall"]
+    conn.close()

@@ -124,3 +124,26 @@ def replica_client(node: Node):  # type: ignore[no-untyped-def]
     import redis
 
     return redis.Redis(port=node.port, decode_responses=True)
+
+
+def test_a_long_lived_client_waits_out_a_failover(replicated, tmp_path, monkeypatch):
+    """Its socket to the master that died is found closed, the node refuses it, and the slot
+    is asked of the other nodes again until the replica has taken over: not one update
+    journaled, none lost."""
+    cluster = replicated
+    ns, master, origin = doomed(cluster, _taken)
+    # longer than any failover here, so the figure is how long it took, never a timeout
+    monkeypatch.setattr(pulse.transport, "CLUSTER_PATIENCE", 30.0)
+    warnings: list[str] = []
+    client = Client(
+        Settings(redis_url=origin.url, namespace=ns, dir=tmp_path), warn=warnings.append
+    )
+    handle = client.create("long", ["work", "wrap up"])
+    handle.heartbeat("before")  # the connection now knows the master, and holds a socket to it
+    replica = kill_when_replicated(cluster, master)
+    assert handle.heartbeat("during").event_id != ""  # applied, on the replica
+    handle.heartbeat("after")
+    client.close()
+    assert warnings == [] and not client.journal
+    got = heartbeats(replica_client(replica), ns, handle.id)
+    assert got == [(2, "before"), (3, "during"), (4, "after")]
