@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from pulse.client import Client  # noqa: E402
 from pulse.settings import Settings  # noqa: E402
+from pulse.store import Store  # noqa: E402
+from pulse.transport import SocketConnection  # noqa: E402
 from tests.cluster_proc import Cluster, call, cluster_proc, free_ports  # noqa: E402
 
 
@@ -94,11 +96,37 @@ def cli(cluster: Cluster, work: Path, rounds: int, n: int) -> None:
     for _ in range(rounds):
         a.append(timed(owner))
         b.append(timed(other))
+
+    # What each CLI process pays for Redis, without Python's start-up: a new connection,
+    # HELLO, and one update (plus, through another node, the MOVED and a second connection).
+    # This difference is all a file remembering the owner across calls could save.
+    def fresh(url: str, count: int = 200) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            conn = SocketConnection(url)
+            Store(conn, ns).update(task, "heartbeat", now="x", now_ms=1, message="m", ttl=600)
+            conn.close()
+        return (time.perf_counter() - start) / count
+
+    fa, fb = [], []
+    for _ in range(rounds):
+        fa.append(fresh(owner))
+        fb.append(fresh(other))
     print(f"# CLI, {rounds} rounds of {n} calls, median per call:")
     print(
         f"#   to the owner {median(a) * 1e3:.1f} ms, through another node {median(b) * 1e3:.1f} ms"
     )
     print(ratio_line("CLI: through another node / owner", median(b), median(a)))
+    extra = median(fb) - median(fa)
+    print(
+        f"# a CLI call's Redis part (new connection, HELLO, one update), median: to the owner "
+        f"{median(fa) * 1e6:.0f} us, through another node {median(fb) * 1e6:.0f} us"
+    )
+    print(ratio_line("CLI Redis part: through another node / owner", median(fb), median(fa)))
+    print(
+        f"# the redirect costs {extra * 1e6:.0f} us a call, {extra / median(a) * 100:.2f}% of a "
+        "whole CLI call: the most a cache of the owner across calls could save"
+    )
 
 
 def _updater(url: str, namespace: str, work: str, seconds: float, out) -> None:  # type: ignore[no-untyped-def]
