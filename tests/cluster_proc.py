@@ -189,6 +189,9 @@ class Cluster:
                 return "master" in line.split()[2] and len(line.split()) > 8
         return False
 
+    def wait_until(self, ready, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+        self._wait(ready, what, timeout)
+
     def _wait(self, ready, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
         while True:
@@ -244,6 +247,19 @@ class Cluster:
                 if owned and len(picked) < count:
                     picked.append(owned.pop(0))
         return picked
+
+    def subscribed(self, namespace: str) -> bool:
+        """Whether some live node has a subscriber to ``namespace``'s live channel, sharded
+        (Redis 7+) or not."""
+        channel = f"pulse:{{{namespace}}}:events"
+        for node in (n for n in self.nodes if n.alive()):
+            for kind in ("SHARDCHANNELS", "CHANNELS"):
+                try:
+                    if channel in call(node.port, "PUBSUB", kind):  # type: ignore[operator]
+                        return True
+                except Exception:  # Redis 6.2 has no sharded channels
+                    pass
+        return False
 
     def replica_of(self, master: Node) -> Node:
         myid = str(call(master.port, "CLUSTER", "MYID"))

@@ -14,7 +14,7 @@ import pytest
 
 from pulse.client import Client
 from pulse.settings import Settings
-from pulse.transport import SocketConnection, key_slot
+from pulse.transport import SocketConnection, command_key, key_slot, sharded_channels
 from tests.cluster_proc import Cluster, ClusterUnavailable, call, cluster_proc
 from tests.conftest import _run_pulse
 
@@ -42,6 +42,27 @@ def owner_client(cluster: Cluster, namespace: str):  # type: ignore[no-untyped-d
     import redis
 
     return redis.Redis(port=cluster.owner(namespace).port, decode_responses=True)
+
+
+def test_the_key_of_each_command_pulse_sends() -> None:
+    assert command_key(("EVALSHA", "f00", 4, "pulse:{a}:task:x", "k2", "k3", "k4", "arg")) == (
+        "pulse:{a}:task:x"
+    )
+    assert command_key(("EVAL", "return 1", 0)) is None
+    assert command_key(("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "STREAMS", "s", ">")) == "s"
+    assert command_key(("XGROUP", "CREATE", "s", "g", "0", "MKSTREAM")) == "s"
+    assert command_key(("XINFO", "GROUPS", "s")) == "s"
+    assert command_key(("HGET", "h", "snap")) == "h"
+    assert command_key((b"zrangebylex", "z", b"[a", b"[a\xff")) == "z"
+    assert command_key(("PING",)) is None and command_key(("HELLO", "2")) is None
+
+
+def test_sharded_channels_on_a_cluster_of_redis_7_or_later_only() -> None:
+    assert sharded_channels({"mode": "cluster", "version": "7.0.15"})
+    assert sharded_channels({"mode": "cluster", "version": "8.1.8", "server": "valkey"})
+    assert not sharded_channels({"mode": "cluster", "version": "6.2.14"})
+    assert not sharded_channels({"mode": "standalone", "version": "7.0.15"})
+    assert not sharded_channels({})
 
 
 def test_key_slot_is_the_clusters(cluster: Cluster) -> None:
@@ -187,19 +208,10 @@ def test_the_live_channel_is_sharded_where_the_server_has_it(fresh, pulse_env):
     try:
         owner = cluster.owner(ns).port
         channel = f"pulse:{{{ns}}}:events"
-        deadline = time.monotonic() + 20
-        while True:  # until watch has subscribed on the node that serves the namespace
-            if version >= 7:
-                subscribed = channel in call(owner, "PUBSUB", "SHARDCHANNELS")
-            else:
-                subscribed = any(
-                    channel in call(n.port, "PUBSUB", "CHANNELS") for n in cluster.nodes
-                )
-            if subscribed:
-                break
-            assert watch.poll() is None, watch.stderr.read() if watch.stderr else ""
-            assert time.monotonic() < deadline, "watch never subscribed"
-            time.sleep(0.05)
+        cluster.wait_until(lambda: cluster.subscribed(ns), "watch subscribed")
+        if version >= 7:  # sharded, on the node that serves the namespace
+            assert channel in call(owner, "PUBSUB", "SHARDCHANNELS")
+            assert all(channel not in call(n.port, "PUBSUB", "CHANNELS") for n in cluster.nodes)
         task = _run_pulse(env, "create", "watched", "one").stdout.strip()
         assert _run_pulse(env, "done", task, "fine").returncode == 0
         lines = [watch.stdout.readline().split() for _ in range(2)] if watch.stdout else []
@@ -253,7 +265,7 @@ def test_the_acl_users_of_docs_work_on_a_cluster(fresh, pulse_env):
             [sys.executable, "-m", "pulse", "watch"], env=env, stdout=subprocess.PIPE, text=True
         )
         try:
-            time.sleep(1.5)  # watch subscribes meanwhile; an event before that is not shown
+            cluster.wait_until(lambda: cluster.subscribed(ns), "watch subscribed")
             task = _run_pulse(env, "create", "guarded", "a", "b").stdout.strip()
             for verb in (("next", task), ("heartbeat", task, "hi"), ("done", task, "ok")):
                 done = _run_pulse(env, *verb)

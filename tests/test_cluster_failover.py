@@ -4,6 +4,9 @@ are kept (waited out, or journaled and replayed) and land in order; nothing is l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -73,15 +76,29 @@ def test_cli_updates_during_a_failover_are_kept_in_order(replicated, pulse_env, 
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    task = pulse("create", "long", "work", "wrap up")
-    for i in range(3):
-        pulse("heartbeat", task, f"before {i}")
-    replica = kill_when_replicated(cluster, master)
-    for i in range(5):  # waited out, or journaled: exit 0 either way
-        pulse("heartbeat", task, f"during {i}")
-    cluster.wait_owner(ns, replica)
-    pulse("heartbeat", task, "after")  # replays whatever was journaled first
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pulse", "watch"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    shown: list[str] = []
+    threading.Thread(target=lambda: shown.extend(watch.stdout or ()), daemon=True).start()
+    try:
+        cluster.wait_until(lambda: cluster.subscribed(ns), "watch subscribed")
+        task = pulse("create", "long", "work", "wrap up")
+        for i in range(3):
+            pulse("heartbeat", task, f"before {i}")
+        replica = kill_when_replicated(cluster, master)
+        for i in range(5):  # waited out, or journaled: exit 0 either way
+            pulse("heartbeat", task, f"during {i}")
+        cluster.wait_owner(ns, replica)
+        # watch lost its subscription with the master, and subscribes on the replica
+        cluster.wait_until(lambda: cluster.subscribed(ns), "watch subscribed again")
+        pulse("heartbeat", task, "after")  # replays whatever was journaled first
+        cluster.wait_until(lambda: any("after" in line for line in shown), "watch shows it")
+    finally:
+        watch.kill()
+        watch.wait()
     assert cluster.owner(ns) is replica
+    assert [line.split()[1] for line in shown[:4]] == ["create"] + ["heartbeat"] * 3
 
     raw = replica_client(replica)
     expected = [f"before {i}" for i in range(3)] + [f"during {i}" for i in range(5)] + ["after"]
