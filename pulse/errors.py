@@ -56,6 +56,28 @@ class VersionMismatch(PulseError):
         self.current = current
 
 
+class StepConflict(PulseError):
+    """An update made for one step (offline) while another step runs, or none: applying it
+    would put its message on a step it was not meant for. ``running``: the running step's
+    1-based index, 0 if none."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, running: int = 0) -> None:
+        super().__init__(message)
+        self.running = running
+
+
+class AlreadyApplied(PulseError):
+    """A replayed update whose operation id the task has applied before (at ``version``)."""
+
+    code = "applied"
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
 class BackendUnavailable(PulseError):
     """Redis cannot be reached right now (no connection, a timeout, a server or cluster in
     transition). Transient: an update meeting it is kept in the offline journal."""

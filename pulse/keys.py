@@ -67,6 +67,12 @@ class Keys:
         return f"{self.prefix}memory:{key}"
 
     @property
+    def target(self) -> str:
+        """Hash holding (field ``id``) a random id made on first contact: names this Redis and
+        namespace for the offline journal, whatever URL reaches it (scripts/target.lua)."""
+        return f"{self.prefix}target"
+
+    @property
     def dead(self) -> str:
         """Stream of pushes a sink failed to deliver after its last try."""
         return f"{self.prefix}dead"

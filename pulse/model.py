@@ -11,7 +11,7 @@ import os
 import re
 from datetime import datetime
 
-from .errors import AmbiguousId, BadValue, TaskFinished, TaskNotFound
+from .errors import AmbiguousId, BadValue, StepConflict, TaskFinished, TaskNotFound
 from .render import clean
 
 OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error")
@@ -22,7 +22,12 @@ MAX_NAME = 200
 MAX_STEPS = 100
 MAX_TEXT = 4000
 MAX_ID = 120
+# Ids become file names (``ID.json``, and a temp file a little longer): 200 bytes in UTF-8 keep
+# them under the 255 bytes every common file system allows, whatever the script.
+MAX_ID_BYTES = 200
 ID_NAME_CHARS = 60
+# ``-YYYYmmdd-HHMMSS-xxxx`` after the name part of a created id
+_ID_SUFFIX_BYTES = 21
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_RE = re.compile(r"^\w[\w.-]*\Z")  # \Z: "$" would let a trailing newline in
@@ -33,6 +38,7 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 # and at run time a task is the plain dict that json gives.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, TypedDict
 
     class Step(TypedDict, total=False):
@@ -74,7 +80,16 @@ def safe_name(name: str) -> str:
     """The name as a safe file name part: word characters, '.', '-', at most 60 chars."""
     safe = _UNSAFE.sub("_", name).strip("._-")
     safe = re.sub(r"\.{2,}", ".", safe)[:ID_NAME_CHARS].strip("._-")
+    safe = _cut_bytes(safe, MAX_ID_BYTES - _ID_SUFFIX_BYTES).strip("._-")
     return safe or "task"
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, on a character boundary."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "ignore")  # "ignore" drops a character cut in two
 
 
 def make_id(name: str, now: datetime) -> str:
@@ -88,19 +103,24 @@ def check_id(task_id: str) -> str:
         raise BadValue(
             f"not a task id: {_show(task_id)} (ids are letters, digits, '_', '.', '-'; no '..')"
         )
+    if len(task_id.encode()) > MAX_ID_BYTES:
+        raise BadValue(f"not a task id: {_show(task_id)} (over {MAX_ID_BYTES} bytes in UTF-8)")
     return task_id
 
 
-def resolve(prefix: str, candidates: list[str]) -> str:
-    """The one id that is ``prefix`` or starts with it; names the candidates otherwise."""
+def resolve(prefix: str, candidates: list[str], *, total: int | None = None) -> str:
+    """The one id that is ``prefix`` or starts with it; names the candidates otherwise.
+
+    ``total``: how many ids match in all, when ``candidates`` holds only the first of them."""
     if prefix in candidates:
         return prefix
     matches = sorted(c for c in candidates if c.startswith(prefix))
     if not matches:
         raise TaskNotFound(f"no task {_show(prefix)}")
     if len(matches) > 1:
-        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-        raise AmbiguousId(f"{_show(prefix)} matches {len(matches)} tasks: {shown}")
+        count = max(total or 0, len(matches))
+        shown = ", ".join(matches[:5]) + (", ..." if count > 5 else "")
+        raise AmbiguousId(f"{_show(prefix)} matches {count} tasks: {shown}")
     return matches[0]
 
 
@@ -153,10 +173,32 @@ def check_progress(progress: float | None) -> float | None:
     return int(progress) if progress == int(progress) else round(progress, 2)
 
 
+# A year: past it a stall alert means nothing, and inf or 1e400 would not fit an integer.
+MAX_STALL = 365 * 86400
+
+
 def check_stall(seconds: float) -> int:
-    if not seconds >= 1:
-        raise BadValue(f"stall seconds must be at least 1, not {seconds:g}")
+    if not 1 <= seconds <= MAX_STALL:  # also refuses NaN and infinities
+        raise BadValue(
+            f"stall seconds must be at least 1 and at most {MAX_STALL} (a year), not {seconds:g}"
+        )
     return int(seconds)
+
+
+# -- text that looks different from what it is ------------------------------------------
+
+# Bidi embeddings, overrides and isolates (they reorder what follows, in a terminal or a chat)
+# and invisible characters (zero width space, word joiner, BOM). The joiners U+200C and U+200D
+# stay: emoji sequences and several scripts need them.
+_INVISIBLE = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200B, 0x2060, 0xFEFF])
+
+
+def strip_invisible(text: str) -> tuple[str, bool]:
+    """``text`` without bidi controls and invisible characters, and whether any were there."""
+    if text.isascii():  # the usual case, and cheap
+        return text, False
+    out = text.translate(_INVISIBLE)
+    return out, len(out) != len(text)
 
 
 # -- the snapshot ------------------------------------------------------------------------
@@ -175,7 +217,7 @@ def new_task(
 ) -> Task:
     """A task just created: its first step running, the rest pending, version 1."""
     step_list: list[Step] = [{"name": s, "status": "pending"} for s in steps]
-    step_list[0].update(status="running", startedAt=now)
+    step_list[0]["status"], step_list[0]["startedAt"] = "running", now
     return {
         "taskId": task_id,
         "taskName": name,
@@ -202,6 +244,11 @@ def running_index(task: Task) -> int | None:
     return None
 
 
+# Updates that act on the running step: made for one step (offline, say), they must not land
+# on another. ``done`` and ``error`` end the whole task, whatever step runs.
+STEP_OPS = ("next", "heartbeat")
+
+
 def apply(
     task: Task,
     op: str,
@@ -209,13 +256,22 @@ def apply(
     message: str | None = None,
     progress: float | None = None,
     agent: str | None = None,
+    *,
+    step: int | None = None,
 ) -> tuple[Task, str]:
-    """The task after ``op``, and the event kind it emits. Same rules as update.lua."""
+    """The task after ``op``, and the event kind it emits. Same rules as update.lua.
+
+    ``step``: the 1-based index of the step the update was made for (a journaled update);
+    ``next`` and ``heartbeat`` then apply only while that step runs, else StepConflict. A
+    task's time never goes back: ``now`` before its ``updatedAt`` (an update made offline,
+    replayed after another host's) is stamped with ``updatedAt``."""
     if task["status"] != "running":
         raise TaskFinished(f"task {task['taskId']} is already {task['status']}")
     t: Any = normalize(task)
     steps = t["steps"]
     i = running_index(t)
+    check_step(t, op, step, i)
+    now = not_before(now, t["updatedAt"])
     step = steps[i] if i is not None else None
     kind = op
     if op == "next":
@@ -254,6 +310,28 @@ def apply(
     return t, kind
 
 
+def check_step(task: Task, op: str, step: int | None, running: int | None) -> None:
+    """StepConflict unless ``op`` made for ``step`` (1-based) fits the running step."""
+    if step is None or op not in STEP_OPS:
+        return
+    if running is None or running + 1 != step:
+        now_running = "no step" if running is None else f"step {running + 1}"
+        raise StepConflict(
+            f"task {task['taskId']}: the {op} was made for step {step}, but {now_running} runs",
+            running=0 if running is None else running + 1,
+        )
+
+
+def not_before(now: str, last: str) -> str:
+    """``now``, or ``last`` if that is later (compared to the second, as they are written)."""
+    try:
+        if int(parse_time(last).timestamp()) > int(parse_time(now).timestamp()):
+            return last
+    except BadValue:
+        pass
+    return now
+
+
 def _finish_step(step: Step, status: str, now: str, message: str | None) -> None:
     step["status"] = status
     step["finishedAt"] = now
@@ -262,10 +340,17 @@ def _finish_step(step: Step, status: str, now: str, message: str | None) -> None
         step["message"] = message
 
 
-def normalize(raw: dict[str, Any], *, namespace: str | None = None) -> Task:
-    """A snapshot in SPEC's field order, with missing fields filled (seed files lack some)."""
+def normalize(raw: Mapping[str, Any], *, namespace: str | None = None) -> Task:
+    """A snapshot in SPEC's field order, with missing fields filled (seed files lack some).
+
+    BadValue naming the field if one has a type no snapshot has (a file from elsewhere)."""
     steps = []
-    for s in raw.get("steps") or []:
+    raw_steps = raw.get("steps") or []
+    if not isinstance(raw_steps, list):
+        raise BadValue("'steps' is not a list")
+    for s in raw_steps:
+        if not isinstance(s, dict):
+            raise BadValue("a step is not an object")
         step: dict[str, Any] = {
             "name": str(s.get("name", "")),
             "status": s.get("status", "pending"),
@@ -286,23 +371,46 @@ def normalize(raw: dict[str, Any], *, namespace: str | None = None) -> Task:
         "steps": steps,
         "error": raw.get("error"),
         "result": raw.get("result"),
-        "version": int(raw.get("version") or 1),
+        "version": _whole(raw, "version") or 1,
         "namespace": raw.get("namespace") or namespace,
         "host": raw.get("host"),
         "agent": raw.get("agent"),
-        "stallSeconds": int(raw.get("stallSeconds") or 0) or None,
+        "stallSeconds": _whole(raw, "stallSeconds") or None,
     }
     return task  # type: ignore[return-value]
 
 
+def _whole(raw: dict[str, Any], key: str) -> int:
+    value = raw.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadValue(f"{key!r} is not a number: {_show(str(value))}")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError):
+        raise BadValue(f"{key!r} is not a whole number: {_show(str(value))}") from None
+    if number < 0:
+        raise BadValue(f"{key!r} is negative: {number}")
+    return number
+
+
 def check_snapshot(task: Task) -> Task:
     """Refuse a loaded file that is not a task we could store and show."""
-    check_id(str(task["taskId"] or ""))
-    if task["status"] not in ("running", "done", "error"):
-        raise BadValue(f"task {task['taskId']}: unknown status {task['status']!r}")
+    if not isinstance(task["taskId"], str):
+        raise BadValue(f"the task id is not a string: {_show(str(task['taskId']))}")
+    check_id(task["taskId"])
+    if not isinstance(task["status"], str) or task["status"] not in ("running", "done", "error"):
+        raise BadValue(f"task {task['taskId']}: unknown status {_show(str(task['status']))}")
     if not task["steps"] or not task["startedAt"]:
         raise BadValue(f"task {task['taskId']}: no steps or no start time")
-    parse_time(task["updatedAt"])
+    for s in task["steps"]:
+        if s["status"] not in ("pending", "running", "done", "error"):
+            raise BadValue(f"task {task['taskId']}: a step has status {_show(str(s['status']))}")
+    for k in ("taskName", "error", "result", "host", "agent", "namespace"):
+        if task[k] is not None and not isinstance(task[k], str):  # type: ignore[literal-required]
+            raise BadValue(f"task {task['taskId']}: {k!r} is not a string")
+    for k in ("startedAt", "updatedAt", "finishedAt"):
+        if task[k] is not None:  # type: ignore[literal-required]
+            parse_time(task[k])  # type: ignore[literal-required]
     return task
 
 
@@ -312,7 +420,7 @@ def check_snapshot(task: Task) -> Task:
 def parse_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         raise BadValue(f"not an ISO 8601 time: {value!r}") from None
     return parsed if parsed.tzinfo else parsed.astimezone()
 

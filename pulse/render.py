@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+TYPE_CHECKING = False  # typing costs milliseconds on every CLI call: for the checker only
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    Snapshot = Mapping[str, Any]  # a model.Task, or any snapshot-shaped mapping
+
 # Escape sequences first, so their parameters go with them instead of surviving as text:
 # CSI (7- and 8-bit), OSC/DCS/SOS/PM/APC strings (ended by BEL or ST, or unterminated),
 # then any other two-byte ESC sequence.
@@ -67,13 +74,13 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def counts(task: dict) -> tuple[int, int]:
+def counts(task: Snapshot) -> tuple[int, int]:
     """(steps done, total steps) of a task."""
     steps = task.get("steps") or []
     return sum(1 for s in steps if s.get("status") == "done"), len(steps)
 
 
-def current_step(task: dict) -> dict | None:
+def current_step(task: Snapshot) -> dict | None:
     """The running step, else the failed step, else None."""
     steps = task.get("steps") or []
     for status in ("running", "error"):
@@ -93,7 +100,7 @@ def clean(text: str) -> str:
     return re.sub(_CONTROLS, "", re.sub(_ESCAPES, "", text))
 
 
-def render_push(kind: str, task: dict, lang: str = "en", now: datetime | None = None) -> str:
+def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | None = None) -> str:
     """The chat text (at most 3 lines) for one event kind of a task."""
     w = _words(lang)
     now = _aware(now) if now else datetime.now(timezone.utc)
@@ -151,7 +158,7 @@ def render_push(kind: str, task: dict, lang: str = "en", now: datetime | None = 
     return _cap(lines)
 
 
-def render_cli(kind: str, task: dict, lang: str = "en") -> str:
+def render_cli(kind: str, task: Snapshot, lang: str = "en") -> str:
     """The one plain stdout line of an update verb (create, next, heartbeat, done, error)."""
     w = _words(lang)
     d, t = counts(task)
@@ -170,7 +177,7 @@ def render_cli(kind: str, task: dict, lang: str = "en") -> str:
     raise ValueError(f"unknown update verb: {kind!r}")
 
 
-def render_status(tasks: list[dict], lang: str = "en", now: datetime | None = None) -> str:
+def render_status(tasks: Sequence[Snapshot], lang: str = "en", now: datetime | None = None) -> str:
     """One block per task, then a count line (or a single 'no tasks' line)."""
     w = _words(lang)
     if not tasks:
@@ -179,7 +186,7 @@ def render_status(tasks: list[dict], lang: str = "en", now: datetime | None = No
     tally = {"running": 0, "done": 0, "error": 0, "stalled": 0}
     blocks = []
     for task in tasks:
-        status = task.get("status")
+        status = task.get("status", "")
         stalled = bool(task.get("stalled"))
         # A stalled task counts as stalled only, so the four numbers add up to the total.
         bucket = "stalled" if stalled else status
@@ -232,7 +239,7 @@ def _cap(lines: list) -> str:
     return "\n".join([line for line in lines if line][:_MAX_PUSH_LINES])
 
 
-def _running(task: dict) -> dict | None:
+def _running(task: Snapshot) -> dict | None:
     return next((s for s in task.get("steps") or [] if s.get("status") == "running"), None)
 
 
@@ -246,7 +253,7 @@ def _percent(step: dict | None) -> int | None:
     return int(min(max(value, 0.0), 100.0) + 0.5)
 
 
-def _step_line(icon: str, task: dict, step: dict | None, d: int, t: int) -> str:
+def _step_line(icon: str, task: Snapshot, step: dict | None, d: int, t: int) -> str:
     """``💓 [1/3] build ████░░░░░░ 40%: message``; the bar only when the step reports progress."""
     label = _text(step.get("name")) if step else _text(task.get("taskName"))
     line = f"{icon} [{d}/{t}] {label}"
@@ -261,7 +268,7 @@ def _at_step(step: dict | None, w: dict, d: int, t: int) -> str:
     return w["at_step"].format(step=_text(step.get("name")), d=d, t=t) if step else ""
 
 
-def _finished_line(task: dict, w: dict, now: datetime) -> str:
+def _finished_line(task: Snapshot, w: dict, now: datetime) -> str:
     line = w["finished"].format(name=_text(task.get("taskName")))
     started = _parse_time(task.get("startedAt"))
     if started is None:

@@ -37,7 +37,7 @@ def parse_tz(value: str | None) -> tzinfo:
         return local
     try:
         return timezone(timedelta(hours=float(value)))
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,6 +53,29 @@ def check_namespace(value: str) -> str:
     return value
 
 
+MAX_AGENT = 64
+
+
+def check_agent(value: str | None) -> str | None:
+    """PULSE_AGENT, checked like a task name (no control characters) and at most 64 chars;
+    bidi controls and invisible characters are removed where it is used (client.py)."""
+    if value is None or not value.strip():
+        return None
+    from .model import check_name
+
+    try:
+        agent = check_name(value, "agent name")
+    except BadValue as e:
+        raise BadValue(f"PULSE_AGENT: {e}") from None
+    if len(agent) > MAX_AGENT:
+        raise BadValue(f"PULSE_AGENT is {len(agent)} characters long; at most {MAX_AGENT}")
+    return agent
+
+
+# Past these a setting means nothing (and inf would not fit the integers Redis takes).
+_MAXIMUM = 10 * 365 * 86400
+
+
 def _number(
     env: Mapping[str, str], names: tuple[str, ...], default: float, minimum: float
 ) -> float:
@@ -63,8 +86,8 @@ def _number(
                 value = float(raw)
             except ValueError:
                 raise BadValue(f"{name}={raw!r} is not a number") from None
-            if value < minimum:
-                raise BadValue(f"{name}={raw!r} must be at least {minimum:g}")
+            if not minimum <= value <= _MAXIMUM:  # also refuses NaN and infinities
+                raise BadValue(f"{name}={raw!r} must be a number from {minimum:g} to {_MAXIMUM}")
             return value
     return default
 
@@ -146,7 +169,7 @@ class Settings:
                 env, ("PULSE_RETENTION_DAYS",), keys.DEFAULT_RETENTION_DAYS, 0.001
             ),
             lang=_lang(env),
-            agent=env.get("PULSE_AGENT") or None,
+            agent=check_agent(env.get("PULSE_AGENT")),
             sinks=tuple((env.get("PULSE_SINKS") or "").split()),
             heartbeat_push_seconds=_number(
                 env, ("PULSE_HEARTBEAT_PUSH_SECONDS",), keys.DEFAULT_HEARTBEAT_PUSH_SECONDS, 0

@@ -10,7 +10,9 @@ import json
 
 from . import model
 from .errors import (
+    AlreadyApplied,
     BackendError,
+    StepConflict,
     TaskExists,
     TaskFinished,
     TaskNotFound,
@@ -31,9 +33,10 @@ if TYPE_CHECKING:
 _CREATE = Script("create")
 _UPDATE = Script("update")
 _RESTORE = Script("restore")
+_TARGET = Script("target")
 
-# How many prefix matches to fetch: enough to name the candidates in the error.
-_PREFIX_LIMIT = 20
+# How many prefix matches to check for life; past it the error counts the rest unchecked.
+_PREFIX_LIMIT = 1000
 
 
 class Change:
@@ -67,6 +70,13 @@ def _fail(e: ReplyError, task_id: str) -> Exception:
         return VersionMismatch(f"task {task_id} is at version {current}", current)
     if code == "PULSE_EXISTS":
         return TaskExists(f"task {task_id} exists already")
+    if code == "PULSE_APPLIED":
+        version = int(rest.split()[-1])
+        return AlreadyApplied(f"task {task_id} applied this update before", version)
+    if code == "PULSE_CONFLICT":
+        running = int(rest.split()[-1])
+        now = f"step {running} runs" if running else "no step runs"
+        return StepConflict(f"task {task_id}: the update was made for another step; {now}", running)
     return BackendError(f"Redis refused the update of {task_id}: {e}")
 
 
@@ -121,10 +131,14 @@ class Store:
         agent: str | None = None,
         ttl: int,
         version: int | None = None,
+        op_id: str = "",
+        step: int | None = None,
     ) -> Change:
         """Apply ``op`` to the task ``task_id`` names, exactly or as a unique prefix.
 
         With ``version`` (what the update makes), it applies only to the version before it.
+        ``op_id``: the update's operation id (applied once: AlreadyApplied after); ``step``:
+        the 1-based step it was made for (StepConflict if another runs).
         """
         args = [
             op,
@@ -138,8 +152,8 @@ class Store:
             self.stream_maxlen,
             self.keys.channel,
             "" if version is None else version,
-            "",  # ARGV[12], reserved: the operation id
-            "",  # ARGV[13], reserved: the step the update was meant for
+            op_id,
+            "" if step is None else step,
             self.publish,  # ARGV[14]
         ]
         try:
@@ -157,6 +171,14 @@ class Store:
         except ReplyError as e:
             raise _fail(e, task_id) from None
         return Change(sid, kind, _task(snap))
+
+    def target(self, fresh: str) -> str:
+        """The id this namespace holds in Redis (``fresh`` becomes it if there is none yet):
+        what a journal names as the place its updates belong. One round trip."""
+        try:
+            return str(_TARGET(self.conn, [self.keys.target], [fresh]))
+        except ReplyError as e:
+            raise BackendError(f"Redis refused the journal's target check: {e}") from None
 
     def restore(self, task: Task, *, updated_ms: int, expire_at_ms: int) -> bool:
         """Put a mirrored snapshot back unless Redis holds this version or a newer one."""
@@ -186,7 +208,11 @@ class Store:
         self, task: Task, updated_ms: int, expire_at_ms: int
     ) -> tuple[list[str], list[Any]]:
         k, task_id = self.keys, task["taskId"]
-        snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
+        snap = json.dumps(
+            {k: v for k, v in task.items() if k != "unconfirmed"},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         args = [
             task_id,
             snap,
@@ -195,6 +221,7 @@ class Store:
             updated_ms,
             task["stallSeconds"],
             expire_at_ms,
+            "".join(f" {op}:{task['version']}" for op in _unconfirmed(task)),
         ]
         return [k.task(task_id), k.updated, k.running, k.ids], args
 
@@ -226,12 +253,18 @@ class Store:
             0,
             _PREFIX_LIMIT,
         )
+        total = None
         if len(found) > 1:
             # The id index outlives expired tasks until pruned: count only live ones.
-            alive = self._pipeline([("EXISTS", self.keys.task(t)) for t in found])
-            self._prune([t for t, a in zip(found, alive, strict=True) if not a])
-            found = [t for t, a in zip(found, alive, strict=True) if a]
-        return model.resolve(prefix, found)
+            fetched = found
+            alive = self._pipeline([("EXISTS", self.keys.task(t)) for t in fetched])
+            self._prune([t for t, a in zip(fetched, alive, strict=True) if not a])
+            found = [t for t, a in zip(fetched, alive, strict=True) if a]
+            if len(fetched) == _PREFIX_LIMIT:  # more than we checked: count the rest unchecked
+                rest = (b"(" + fetched[-1].encode(), b"[" + raw + b"\xff")
+                # ZRANGEBYLEX, not ZLEXCOUNT: the agent's ACL user has the first (docs/acl.md)
+                total = len(found) + len(self._call("ZRANGEBYLEX", self.keys.ids, *rest))
+        return model.resolve(prefix, found, total=total)
 
     def get(self, task_id: str) -> Task:
         snap = self._call("HGET", self.keys.task(task_id), "snap")
@@ -266,6 +299,16 @@ class Store:
         live = [(float(ms or 0), _task(snap)) for snap, ms in got if snap is not None]
         live.sort(key=lambda pair: pair[0], reverse=True)
         return [task for _, task in live]
+
+    def count(self, view: str, *, since_ms: int | None = None) -> int:
+        """How many tasks a listing holds in all (``running``, or by last update since
+        ``since_ms``), for saying what a limit left out. Expired ones not yet pruned count.
+        Range reads, not ZCARD/ZCOUNT: the agent's ACL user has those (docs/acl.md); only
+        a listing the limit cut asks."""
+        if view == "running":
+            return len(self._call("ZRANGE", self.keys.running, 0, -1))
+        low = "-inf" if since_ms is None else since_ms
+        return len(self._call("ZRANGEBYSCORE", self.keys.updated, low, "+inf"))
 
     def due(self, now_ms: int, limit: int = 100) -> list[str]:
         """Ids of running tasks quiet past their stall time, or not looked at since:
@@ -309,3 +352,9 @@ class Store:
             if isinstance(reply, ReplyError):
                 raise BackendError(f"Redis refused a read: {reply}")
         return replies
+
+
+def _unconfirmed(task: Task) -> list[str]:
+    """Operation ids of updates made offline that a mirror snapshot holds (see mirror.py)."""
+    ops: Any = task.get("unconfirmed") or []  # type: ignore[misc]
+    return [str(op) for op in ops]

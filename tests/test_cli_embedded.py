@@ -63,3 +63,26 @@ def test_data_survives_stopping_the_server(pulse, embedded_server):
     assert server_status(pulse)["running"] is True
     assert pulse("next", task_id, "two") == "[2/3] ██████░░░░ → c\n"
     assert json.loads(pulse("status", task_id, "--json"))["version"] == 3
+
+
+def test_a_folder_valkey_wrote_is_refused_to_redis_6_in_one_line_and_nothing_is_lost(
+    run_pulse, env, embedded_server, two_builds
+):
+    redis6, valkey = two_builds
+    on_valkey = {**env, "PULSE_REDIS_SERVER": valkey}
+    on_redis6 = {**env, "PULSE_REDIS_SERVER": redis6}
+    done = run_pulse(on_valkey, "create", "moved", "a", "b")
+    task_id = done.stdout.strip()
+    assert run_pulse(on_valkey, "server", "stop").returncode == 0
+
+    refused = run_pulse(on_redis6, "status", task_id)
+    assert refused.returncode == 3 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "written by valkey 8." in refused.stderr
+    assert "Traceback" not in refused.stderr and "BackendUnavailable" not in refused.stderr
+    kept = run_pulse(on_redis6, "next", task_id, "done a")  # journaled, not lost
+    assert kept.returncode == 0 and kept.stderr.count("\n") == 1, kept.stderr
+    assert not embedded_server.is_running()
+
+    assert run_pulse(on_valkey, "sync").returncode == 0
+    status = json.loads(run_pulse(on_valkey, "status", task_id, "--json").stdout)
+    assert status["version"] == 2 and status["steps"][0]["message"] == "done a"

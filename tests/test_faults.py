@@ -298,11 +298,12 @@ def test_redis_killed_and_restarted_empty_under_load_loses_nothing_acknowledged(
     r = server.client()
     crew = agents(env, 4)
     crew.each_makes(3, crew.acked, "calls before the crash")
+    before_crash = set(crew.last_acked())
 
     server.kill()
     crew.each_makes(5, crew.journaled, "updates journaled while Redis is down")
-    server.start()  # without persistence: empty
-    assert r.dbsize() == 0
+    server.start()  # without persistence: empty (agents may be back at it already)
+    assert not any(r.exists(KEY_PREFIX + "task:" + t) for t in before_crash)
     report = ok_json(env, "recover", "--from", str(mirror_of(env)))
     assert report["restored"] > 0 and report["refused"] == []
     run(env, "sync")
@@ -345,8 +346,8 @@ def test_redis_stopped_while_agents_keep_calling_every_update_arrives_in_order(
 
     check_journaled_calls(crew)
     assert not (mirror_of(env) / ".journal.jsonl").exists()
-    assert ok_json(env, "sync") == {"replayed": 0}
-    assert not (mirror_of(env) / ".journal.rejected.jsonl").exists()
+    assert ok_json(env, "sync")["replayed"] == 0
+    assert not (mirror_of(env) / ".journal.conflicts.jsonl").exists()
 
     # the stream holds every acknowledged update, each task's in the order it was made
     versions: dict[str, list[int]] = defaultdict(list)

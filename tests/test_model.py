@@ -157,3 +157,42 @@ def test_normalize_loads_a_seed_skill_file():
     t = model.check_snapshot(model.normalize(seed, namespace="default"))
     assert tuple(t) == model.FIELDS
     assert t["version"] == 1 and t["namespace"] == "default" and t["result"] is None
+
+
+# -- ids that fit file names, invisible characters -----------------------------------------
+
+
+@pytest.mark.parametrize("char", ["a", "é", "中", "𝒜", "한"])
+def test_a_created_id_is_at_most_200_bytes_whatever_the_script(char):
+    from datetime import datetime
+
+    task_id = model.make_id(char * 300, datetime(2026, 1, 1))
+    assert len(task_id.encode()) <= model.MAX_ID_BYTES
+    assert model.check_id(task_id) == task_id
+    assert task_id.split("-")[0].strip(char) == ""  # cut on a character boundary
+
+
+def test_an_id_over_200_bytes_is_refused():
+    with pytest.raises(BadValue, match="200 bytes"):
+        model.check_id("𝒜" * 51)
+
+
+def test_bidi_controls_and_invisible_characters_are_stripped_joiners_stay():
+    text = "a\u202ab\u202ec\u2066d\u2069e\u200bf\u2060g\ufeffh \U0001f469\u200d\U0001f4bb x\u200cy"
+    assert model.strip_invisible(text) == ("abcdefgh \U0001f469\u200d\U0001f4bb x\u200cy", True)
+    assert model.strip_invisible("plain") == ("plain", False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"version": "abc"}, "'version' is not a whole number"),
+        ({"version": [1]}, "'version' is not a number"),
+        ({"steps": "p1"}, "'steps' is not a list"),
+        ({"steps": [1]}, "a step is not an object"),
+        ({"stallSeconds": {"a": 1}}, "'stallSeconds' is not a number"),
+    ],
+)
+def test_a_snapshot_with_wrong_types_is_a_bad_value(raw, says):
+    with pytest.raises(BadValue, match=says):
+        model.normalize({"taskId": "t", "steps": [{"name": "a"}], **raw})

@@ -168,3 +168,65 @@ def test_error_codes_are_read_whatever_the_server_puts_before_them() -> None:
     assert reply_code("PULSE_VERSION 3") == ("PULSE_VERSION", "3")
     assert reply_code("ERR unknown command") == ("ERR", "unknown command")
     assert ReplyError("NOSCRIPT No matching script").code == "NOSCRIPT"
+
+
+# -- operation ids, the step an update was made for, time that never goes back --------------
+
+
+def test_an_operation_id_applies_once(store, raw):
+    from pulse.errors import AlreadyApplied
+
+    task_id = new(store, steps=("a", "b", "c")).task["taskId"]
+    first = store.update(task_id, "next", message="a done", ttl=TTL, op_id="op1", **at(1))
+    with pytest.raises(AlreadyApplied) as again:
+        store.update(task_id, "next", message="a done", ttl=TTL, op_id="op1", **at(2))
+    assert again.value.version == first.task["version"] == 2
+    assert store.get(task_id)["version"] == 2 and raw.xlen(K.events) == 2
+    with pytest.raises(AlreadyApplied):  # even once the task is finished
+        store.update(task_id, "done", ttl=TTL, op_id="op2", **at(3))
+        store.update(task_id, "done", ttl=TTL, op_id="op2", **at(4))
+
+
+def test_only_the_last_256_operation_ids_are_kept(store, raw):
+    task_id = new(store, steps=("a",)).task["taskId"]
+    for i in range(300):
+        store.update(task_id, "heartbeat", ttl=TTL, op_id=f"op{i:03d}", **at(1))
+    ops = raw.hget(K.task(task_id), "ops").split()
+    assert len(ops) == 256 and ops[0] == "op044:46" and ops[-1] == "op299:301"
+
+
+@pytest.mark.parametrize("op", ["next", "heartbeat"])
+def test_an_update_made_for_another_step_changes_nothing(store, raw, op):
+    from pulse.errors import StepConflict
+
+    task_id = new(store, steps=("a", "b", "c")).task["taskId"]
+    upd(store, task_id, "next", 1, "a done")
+    before = raw.hgetall(K.task(task_id))
+    with pytest.raises(StepConflict) as e:
+        store.update(task_id, op, message="for a", ttl=TTL, op_id="x", step=1, **at(2))
+    assert e.value.running == 2
+    assert raw.hgetall(K.task(task_id)) == before
+    with pytest.raises(StepConflict):  # and the model agrees
+        model.apply(store.get(task_id), op, at(2)["now"], "for a", step=1)
+    moved = store.update(task_id, op, message="for b", ttl=TTL, op_id="y", step=2, **at(2))
+    assert moved.task["steps"][1]["message"] == "for b"
+
+
+@pytest.mark.parametrize("op", ["done", "error"])
+def test_done_and_error_made_for_an_earlier_step_still_end_the_task(store, op):
+    task_id = new(store, steps=("a", "b", "c")).task["taskId"]
+    upd(store, task_id, "next", 1, "a done")
+    change = store.update(task_id, op, message="over", ttl=TTL, op_id="z", step=1, **at(2))
+    assert change.task["status"] == ("done" if op == "done" else "error")
+
+
+def test_time_never_goes_back_and_the_model_agrees(store):
+    task_id = new(store, steps=("a", "b", "c")).task["taskId"]
+    later = upd(store, task_id, "heartbeat", 10, "later").task
+    earlier = store.update(task_id, "next", message="made before", ttl=TTL, op_id="e", **at(5))
+    assert earlier.task["updatedAt"] == later["updatedAt"] == at(10)["now"]
+    assert earlier.task["steps"][0]["finishedAt"] == at(10)["now"]
+    want, _ = model.apply(later, "next", at(5)["now"], "made before")
+    assert want == earlier.task
+    after = upd(store, task_id, "heartbeat", 11, "on").task  # a later update keeps its time
+    assert after["updatedAt"] == at(11)["now"]

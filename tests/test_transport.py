@@ -21,7 +21,7 @@ import fakeredis
 import pytest
 import redis
 
-from pulse.errors import BackendUnavailable, BadValue
+from pulse.errors import BackendRefused, BackendUnavailable, reply_code
 from pulse.transport import (
     RedisPyConnection,
     ReplyError,
@@ -132,10 +132,15 @@ def tcp_url(server: Server, userinfo: str = f":{quote(PASSWORD, safe='')}@", tai
 
 
 def plain_replies(replies: Any) -> Any:
-    """ReplyError as comparable tuples."""
+    """ReplyError as comparable tuples: its code, and the rest of pulse's own (PULSE_) replies.
+    Servers word theirs differently (Valkey's NOSCRIPT has no "Please use EVAL."), and put
+    different things before a code (Redis 7 and Valkey: "ERR " before a one-word Lua reply)."""
     if isinstance(replies, list):
         return [plain_replies(r) for r in replies]
-    return ("error", str(replies)) if isinstance(replies, ReplyError) else replies
+    if not isinstance(replies, ReplyError):
+        return replies
+    code, rest = reply_code(str(replies))
+    return ("error", code, rest) if code.startswith("PULSE_") else ("error", code)
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -232,8 +237,11 @@ def test_eval_and_evalsha(conn: SocketConnection) -> None:
     with pytest.raises(ReplyError) as e:
         conn.call("EVALSHA", "0" * 40, 0)
     assert str(e.value).startswith("NOSCRIPT")
-    with pytest.raises(ReplyError, match="^PULSE_NOTFOUND$"):
+    # Redis 7 and Valkey prefix a one-word error reply with "ERR ", Redis 6.2 does not: the
+    # code reads the same on every server
+    with pytest.raises(ReplyError, match="^(ERR )?PULSE_NOTFOUND$") as e:
         conn.call("EVAL", "return redis.error_reply('PULSE_NOTFOUND')", 0)
+    assert e.value.code == "PULSE_NOTFOUND"
     sha = conn.call("SCRIPT", "LOAD", "return ARGV[1] .. '!'")
     assert conn.call("EVALSHA", sha, 0, "hi") == "hi!"
 
@@ -249,12 +257,37 @@ def test_one_write_per_call_including_login(
         real(self, data, *args)
 
     monkeypatch.setattr(socket.socket, "sendall", counting)
-    c = SocketConnection(tcp_url(secured, tail="/3"))
-    assert c.call("PING") == "PONG"  # AUTH + SELECT + PING
-    assert len(writes) == 1 and b"AUTH" in writes[0] and b"SELECT" in writes[0]
+    c = SocketConnection(tcp_url(secured))
+    assert c.call("PING") == "PONG"  # AUTH + PING
+    assert len(writes) == 1 and b"AUTH" in writes[0]
     assert c.pipeline([("SET", "x", 1), ("GET", "x"), ("DEL", "x")]) == ["OK", "1", 1]
     assert len(writes) == 2
     c.close()
+
+
+def test_a_database_is_selected_before_any_command_is_sent(
+    secured: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database out of range must not leave the command running on database 0: a URL with
+    a database other than 0 sends the login and SELECT alone, once per connection."""
+    writes: list[bytes] = []
+    real = socket.socket.sendall
+
+    def counting(self: socket.socket, data: bytes, *args: Any) -> None:
+        writes.append(bytes(data))
+        real(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", counting)
+    c = SocketConnection(tcp_url(secured, tail="/3"))
+    assert c.call("PING") == "PONG"
+    assert len(writes) == 2 and b"SELECT" in writes[0] and b"PING" in writes[1]
+    assert c.call("PING") == "PONG"
+    assert len(writes) == 3
+    c.close()
+    out_of_range = SocketConnection(tcp_url(secured, tail="/99"))
+    with pytest.raises(BackendRefused, match="no database 99"):
+        out_of_range.call("SET", "written-to-db-0", 1)
+    assert SocketConnection(tcp_url(secured)).call("EXISTS", "written-to-db-0") == 0
 
 
 # -- login and databases --------------------------------------------------------------------
@@ -278,7 +311,7 @@ def test_user_and_password_login(secured: Server) -> None:
 @pytest.mark.parametrize("userinfo", [":wrong-pw@", "alice:wrong-pw@", "wrong-pw@"])
 def test_wrong_password(secured: Server, userinfo: str) -> None:
     c = SocketConnection(tcp_url(secured, userinfo))
-    with pytest.raises(BackendUnavailable) as e:
+    with pytest.raises(BackendRefused) as e:
         c.call("PING")
     assert "refused the login" in str(e.value)
     assert "wrong-pw" not in str(e.value) and "***" in str(e.value)
@@ -286,7 +319,7 @@ def test_wrong_password(secured: Server, userinfo: str) -> None:
 
 
 def test_missing_password(secured: Server) -> None:
-    with pytest.raises(BackendUnavailable, match="password"):
+    with pytest.raises(BackendRefused, match="password"):
         SocketConnection(tcp_url(secured, "")).call("GET", "k")
 
 
@@ -308,7 +341,7 @@ def test_db_selection_isolates_keys(secured: Server, plain: Server) -> None:
 
 
 def test_bad_db_index_refused(plain: Server) -> None:
-    with pytest.raises(BackendUnavailable, match="SELECT 99"):
+    with pytest.raises(BackendRefused, match="no database 99"):
         SocketConnection(plain.unix_url + "?db=99").call("PING")
 
 
@@ -494,10 +527,12 @@ def test_rediss_options_parsed_without_importing_ssl() -> None:
         "rediss://h?ssl_cert_reqs=maybe",
         "http://h",
         "localhost:6379",
+        "redis://:x@[::1",
+        "unix://",
     ],
 )
 def test_bad_urls(url: str) -> None:
-    with pytest.raises(BadValue):
+    with pytest.raises(BackendRefused):
         SocketConnection(url)
 
 
@@ -506,7 +541,7 @@ def test_connect_picks_the_transport(plain: Server) -> None:
     assert isinstance(connect("redis://h:1"), SocketConnection)
     assert isinstance(connect("rediss://h:1"), SocketConnection)
     assert connect("redis://h:1", timeout=0.5).timeout == 0.5  # type: ignore[attr-defined]
-    with pytest.raises(BadValue):
+    with pytest.raises(BackendRefused):
         connect("http://:secret@h/")
 
 
@@ -605,7 +640,7 @@ def test_redis_py_failures(secured: Server) -> None:
     with pytest.raises(BackendUnavailable):
         closed.connect()
     wrong = RedisPyConnection(redis.Redis(port=secured.port, password="nope"))
-    with pytest.raises(BackendUnavailable, match="refused the login"):
+    with pytest.raises(BackendRefused, match="refused the login"):
         wrong.call("PING")
     right = RedisPyConnection(redis.Redis(port=secured.port, password=PASSWORD, db=4))
     assert right.pipeline([("SET", "k", 1), ("CLIENT", "INFO")])[1].split(" db=")[1][0] == "4"
@@ -633,7 +668,7 @@ def test_tls_with_ca_file(tls_proxy: tuple[int, Path]) -> None:
 
 def test_tls_verifies_the_certificate(tls_proxy: tuple[int, Path]) -> None:
     port, _ = tls_proxy
-    with pytest.raises(BackendUnavailable, match="certificate verify failed"):
+    with pytest.raises(BackendRefused, match="certificate verify failed"):
         SocketConnection(f"rediss://localhost:{port}").call("PING")
 
 

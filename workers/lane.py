@@ -64,7 +64,9 @@ def retrying(what: str, stopping: threading.Event, step: Callable[[], None]) -> 
             step()
             return
         except (BackendUnavailable, ReplyError) as e:
-            if isinstance(e, ReplyError) and "NOGROUP" not in str(e):
+            # Redis 7.0 wakes a blocked XREADGROUP whose stream was deleted with UNBLOCKED,
+            # Valkey and later reads with NOGROUP
+            if isinstance(e, ReplyError) and e.code not in ("NOGROUP", "UNBLOCKED"):
                 raise
             if time.monotonic() - started > 30:
                 delay = 0.1  # it had been running fine: a new outage starts over
@@ -246,8 +248,8 @@ class Lane(threading.Thread):
             ahead = alone and task_id in self._marks and self._marks[task_id][0] != event.id
             if ahead:
                 self._marks[task_id] = (event.id, now_ms if window else self._marks[task_id][1])
-                acks = (self.feed.group, list(self._acks))
-                self.pushes.mark_ahead(event, self.marker, now_ms, window, acks)
+                ack = (self.feed.group, list(self._acks))
+                self.pushes.mark_ahead(event, self.marker, now_ms, window, ack)
             if event.kind in ("done", "error"):
                 self._marks.pop(task_id, None)  # the task's last push
             self._push(event, ahead)

@@ -13,6 +13,10 @@ from pulse.events import Feed
 from pulse.mirror import Mirror
 from pulse.transport import ReplyError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pulse.model import Task
+
 log = logging.getLogger("pulse.mirror")
 
 
@@ -57,7 +61,7 @@ class MirrorWorker:
 
     def _write(self, events: list) -> None:
         # The newest snapshot of each task in the batch is the only one worth a file write.
-        latest = {}
+        latest: dict[str, Task] = {}
         for event in events:
             task = event.task
             have = latest.get(task["taskId"])

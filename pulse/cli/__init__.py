@@ -36,6 +36,9 @@ def entry() -> None:
         code = 130
     except BrokenPipeError:
         code = 1
+    except OSError as e:  # a folder pulse must write and cannot: say which, and what to set
+        sys.stderr.write(f"pulse: error: {_folder_error(e)}\n")
+        code = 1
     except Exception as e:  # noqa: BLE001
         if type(e).__module__.startswith("click"):
             code = _click_error(e)
@@ -48,10 +51,23 @@ def entry() -> None:
     sys.exit(code)
 
 
+def _folder_error(e: OSError) -> str:
+    where = str(e.filename or "")
+    what = f"cannot write {where}: {e.strerror or e}" if where else str(e.strerror or e)
+    pulse_dir = os.environ.get("PULSE_DIR") or os.environ.get("TASK_PULSE_DIR")
+    if pulse_dir and where.startswith(os.path.expanduser(pulse_dir)):
+        return f"{what} (set PULSE_DIR to a folder you can write)"
+    return (
+        f"{what} (set PULSE_DIR for the mirror, and XDG_DATA_HOME or HOME for the embedded "
+        "server's data, to folders you can write; or PULSE_REDIS_URL to use a Redis of yours)"
+    )
+
+
 def _click_error(e: Exception) -> int:
     import click
 
-    if type(e).__name__ == "NoArgsIsHelpError":  # bare `pulse` (click 8.2+): the help, as is
+    # bare `pulse` (click 8.2+): the help, as is
+    if isinstance(e, click.ClickException) and type(e).__name__ == "NoArgsIsHelpError":
         sys.stderr.write(f"{e.format_message()}\n")
         return e.exit_code
     if isinstance(e, click.exceptions.UsageError):

@@ -152,11 +152,16 @@ def recover(g: Globals, folder: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--conflicts",
+    is_flag=True,
+    help="List the journaled updates that no longer fit their task (another host moved it on).",
+)
 @_json
 @click.pass_obj
-def sync(g: Globals, as_json: bool) -> None:
+def sync(g: Globals, conflicts: bool, as_json: bool) -> None:
     """Replay updates kept in the local journal while Redis was unreachable."""
-    commands.sync(g, as_json)
+    commands.sync(g, as_json, conflicts)
 
 
 @cli.command()

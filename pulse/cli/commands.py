@@ -14,7 +14,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ..model import Task
     from ..store import Change
 
 
@@ -105,11 +104,16 @@ def status(g: Globals, task_id: str | None, view: str, limit: int, as_json: bool
         task = client.get(task_id)
         out_json(task) if as_json else out(render.render_status([task], lang))
         return
-    tasks: list[Task] = client.status(view, limit=limit)
+    tasks, total = client.listing(view, limit=limit)
     if as_json:
-        out_json({"tasks": tasks, "count": len(tasks)})
-    else:
-        out(render.render_status(tasks, lang))
+        out_json({"tasks": tasks, "count": len(tasks), "total": total})
+        return
+    out(render.render_status(tasks, lang))
+    if total > len(tasks):  # say what the limit left out, never cut quietly
+        if lang == "zh":
+            out(f"仅显示{len(tasks)}个，共{total}个；用 --limit N 查看更多（0：全部）")
+        else:
+            out(f"showing {len(tasks)} of {total}, --limit N for more (0: all)")
 
 
 def cleanup(g: Globals, days: float | None, as_json: bool) -> None:
@@ -144,16 +148,48 @@ def recover(g: Globals, folder: str | None, as_json: bool) -> None:
         )
 
 
-def sync(g: Globals, as_json: bool) -> None:
+def sync(g: Globals, as_json: bool, conflicts: bool = False) -> None:
     client = g.client()
-    client.warn = lambda message: None  # the count below says it
-    replayed = client.sync()
+    if conflicts:
+        _conflicts(client, as_json)
+        return
+    report = client.replay()  # warns of conflicts and of entries for another Redis
+    replayed = report.applied
     if as_json:
-        out_json({"replayed": replayed})
+        out_json(
+            {
+                "replayed": replayed,
+                "alreadyApplied": report.already,
+                "conflicts": report.conflicts,
+                "waiting": report.waiting,
+                "elsewhere": report.elsewhere,
+            }
+        )
     elif client.settings.lang == "zh":
         out(f"已补发{replayed}条离线记录的更新")
     else:
         out(f"replayed {replayed} journaled update{'s' if replayed != 1 else ''}")
+
+
+def _conflicts(client: Client, as_json: bool) -> None:
+    """The journaled updates that could not apply: one line each, oldest first."""
+    kept = client.conflicts()
+    if as_json:
+        out_json({"conflicts": kept, "file": str(client.journal.conflicts_path)})
+        return
+    for c in kept:
+        task = c["task"]["taskId"] if c.get("op") == "create" else c.get("taskId")
+        step = f" (made for step {c['step']})" if c.get("step") else ""
+        text = render.clean(str(c.get("message") or "")).replace("\n", " ")
+        said = f": {text}" if text else ""
+        out(f"{c.get('now') or ''} {c.get('op')} {task}{step}{said} -- {c.get('conflict')}")
+    if client.settings.lang == "zh":
+        out(f"{len(kept)}条冲突，保存在 {client.journal.conflicts_path}")
+    else:
+        out(
+            f"{len(kept)} conflict{'s' if len(kept) != 1 else ''}, kept in "
+            f"{client.journal.conflicts_path}"
+        )
 
 
 def server(g: Globals, action: str, as_json: bool) -> None:

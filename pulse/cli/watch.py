@@ -73,8 +73,8 @@ def _table(tasks: dict[str, Task], lang: str) -> Any:
             detail = render.clean(step["name"])
             if step.get("message"):
                 detail += f": {render.clean(step['message'])}"
-        elif t["status"] == "done" and t.get("result"):
-            detail = render.clean(t["result"])
+        elif t["status"] == "done" and (result := t.get("result")):
+            detail = render.clean(result)
         icon = "⚠️" if t.get("stalled") else icons.get(t["status"], "?")
         table.add_row(
             icon,

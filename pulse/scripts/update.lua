@@ -18,19 +18,39 @@
 -- ARGV[10] pub/sub channel
 -- ARGV[11] the version this update makes, or '' (a journaled update replayed: applied only
 --          on the version before it, so a replay is idempotent)
+-- ARGV[12] operation id made by the client ([%w_-], at most 64), or '': recorded in the
+--          hash field `ops` (the last 256, include/ops.lua); an op applied before is not
+--          applied again (PULSE_APPLIED <version it made>)
+-- ARGV[13] the 1-based index of the step the update was made for, or '': `next` and
+--          `heartbeat` then apply only while that step runs (PULSE_CONFLICT <running index,
+--          0 if none>), so a journaled update never lands on another step
 -- ARGV[14] the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- Returns {stream id, event kind, snapshot JSON}.
--- Errors: PULSE_NOTFOUND (no such task), PULSE_FINISHED <status>, PULSE_VERSION <current>
--- (a replay that does not fit); all change nothing.
+-- Errors: PULSE_NOTFOUND (no such task), PULSE_APPLIED <version>, PULSE_FINISHED <status>,
+-- PULSE_VERSION <current> (a replay that does not fit), PULSE_CONFLICT <running>; all change
+-- nothing.
+-- Time never goes back: an update stamped before the task's last one (made offline, replayed
+-- after another host's) takes the task's last time, to the second as model.not_before does.
 -- A task the relay marked stalled (hash field `stalled`, see stall.lua) resumes: a heartbeat
 -- is emitted as `resume`; any other update emits `resume` and then its own event.
+--@include ops
 --@include emit
-local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled')
+local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled', 'ops', 'updated')
 local raw = h[1]
 if not raw then
   return redis.error_reply('PULSE_NOTFOUND')
 end
 local t = cjson.decode(raw)
+-- [operation id] an update applied before is not applied again
+local op_id, ops = ARGV[12] or '', h[4] or ''
+if op_id ~= '' then
+  if #op_id > 64 or not string.match(op_id, '^[%w_-]+$') then
+    return redis.error_reply('PULSE_BADOP operation id')
+  end
+  local made = ops_find(ops, op_id)
+  if made then return redis.error_reply('PULSE_APPLIED ' .. made) end
+end
+-- [/operation id]
 if ARGV[11] and ARGV[11] ~= '' and t.version + 1 ~= tonumber(ARGV[11]) then
   return redis.error_reply('PULSE_VERSION ' .. t.version)
 end
@@ -47,6 +67,16 @@ for j = 1, #steps do
   if steps[j].status == 'running' then i = j break end
 end
 local step = i and steps[i]
+-- [step and time] an update made for one step does not land on another; time never goes back
+local want = tonumber(ARGV[13] or '')
+if want and (op == 'next' or op == 'heartbeat') and i ~= want then
+  return redis.error_reply('PULSE_CONFLICT ' .. (i or 0))
+end
+local last_ms = tonumber(h[5])
+if last_ms and math.floor(last_ms / 1000) > math.floor(now_ms / 1000) then
+  now, now_ms = t.updatedAt, last_ms
+end
+-- [/step and time]
 
 local function finish(s, status, msg)
   s.status = status
@@ -99,6 +129,7 @@ local id = t.taskId
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'status', t.status,
   'updated', now_ms)
 if resumed then redis.call('HDEL', KEYS[1], 'stalled') end
+if op_id ~= '' then redis.call('HSET', KEYS[1], 'ops', ops_record(ops, op_id, t.version)) end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], now_ms, id)
 if t.status == 'running' then

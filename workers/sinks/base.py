@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -22,7 +23,7 @@ class Push:
 
     event_id: str  # the stream entry id
     kind: str  # create|next|heartbeat|done|error|stall|resume
-    task: dict  # the snapshot (SPEC "Task snapshot")
+    task: Mapping[str, Any]  # the snapshot (SPEC "Task snapshot")
     text: str  # rendered push text (pulse.render.render_push)
     at: str = ""  # ISO time of the event
 
