@@ -770,7 +770,7 @@ class _Cluster:
                     if todo[i][1]:
                         got.pop(0)  # ASKING's OK
                     replies[i] = got.pop(0)
-        raise BackendUnavailable(f"Redis at {self.origin.url} keeps redirecting: {replies}")
+        raise BackendUnavailable(f"the Redis Cluster at {self.origin.url} keeps redirecting")
 
     def close(self) -> None:
         for node in self.nodes.values():
