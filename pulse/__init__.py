@@ -19,9 +19,82 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .client import Client
+    from .connection import redis_client, redis_errors  # noqa: F401
+    from .events import (  # noqa: F401
+        Entries,
+        Event,
+        Feed,
+        entry_order,
+        group_positions,
+        mark_stalled,
+        parse_entries,
+    )
+    from .keys import Keys  # noqa: F401
+    from .mirror import Mirror  # noqa: F401
+    from .render import clean as clean_text  # noqa: F401
+    from .render import render_card, render_push  # noqa: F401
+    from .scripts import Script  # noqa: F401
+    from .settings import Settings, check_namespace  # noqa: F401
 
 __version__ = "0.1.0"
-__all__ = ["PulseError", "connect", "__version__"]
+__all__ = [
+    "PulseError",
+    "connect",
+    "__version__",
+    # for the workers (pulse_workers), loaded on first use: the CLI never pays for them
+    "Entries",
+    "Event",
+    "Feed",
+    "Keys",
+    "Mirror",
+    "Script",
+    "Settings",
+    "check_namespace",
+    "clean_text",
+    "entry_order",
+    "group_positions",
+    "mark_stalled",
+    "parse_entries",
+    "redis_client",
+    "redis_errors",
+    "render_card",
+    "render_push",
+]
+
+# name -> module it lives in (relative): what the workers may use of the library
+_LAZY = {
+    "Entries": "events",
+    "Event": "events",
+    "Feed": "events",
+    "entry_order": "events",
+    "group_positions": "events",
+    "mark_stalled": "events",
+    "parse_entries": "events",
+    "Keys": "keys",
+    "Mirror": "mirror",
+    "Script": "scripts",
+    "Settings": "settings",
+    "check_namespace": "settings",
+    "redis_client": "connection",
+    "redis_errors": "connection",
+    "clean_text": "render",
+    "render_card": "render",
+    "render_push": "render",
+}
+
+
+_RENAMED = {"clean_text": "clean"}  # a clearer name outside its module
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pulse' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
 
 
 def connect(url: str | None = None, **settings: Any) -> Client:

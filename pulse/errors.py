@@ -101,6 +101,16 @@ class BackendError(PulseError):
     code = "backend"
 
 
+class BackendReply(BackendError):
+    """An error reply from Redis, read by ``pulse.connection.redis_errors`` for the workers:
+    ``reply`` is its code (``NOGROUP``, or a script's ``PULSE_<CODE>``), whatever a server
+    put before it."""
+
+    def __init__(self, message: str, reply: str) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
 def reply_code(text: str) -> tuple[str, str]:
     """``(code, rest)`` of a server's error reply: ``"ERR PULSE_VERSION 3"`` and
     ``"PULSE_VERSION 3"`` both give ``("PULSE_VERSION", "3")``; ``"NOSCRIPT No matching"``

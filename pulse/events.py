@@ -1,6 +1,6 @@
-"""The namespace's events as the workers read them: consumer groups, push claims and marks,
-stall alerts, sink memory and dead letters. Like ``store``, the only other module that knows
-Redis.
+"""The namespace's events as the workers read them: entries, consumer groups, stall alerts.
+Like ``store``, the only other module that knows Redis. Every call takes a redis-py client
+(``pulse.connection.redis_client``) and raises only PulseErrors.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from functools import partial
 from typing import Any
 
 from . import model
-from .errors import BackendError
+from .connection import redis_errors
+from .errors import BadValue
 from .keys import STREAM_MAXLEN, Keys
 from .scripts import Script
-from .transport import Connection, ReplyError, publish_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .model import Task
 
 _STALL = Script("stall")
-_PUSH = Script("push")
-_RELAYS = Script("relays")
 
 
 @dataclass(frozen=True)
@@ -38,14 +36,24 @@ class Event:
     task: Task
 
     @classmethod
-    def from_entry(cls, entry_id: str, fields: list[str]) -> Event:
-        data = dict(zip(fields[::2], fields[1::2], strict=True))
-        return cls(
-            entry_id, data["kind"], data.get("at", ""), model.normalize(json.loads(data["task"]))
-        )
+    def from_entry(cls, entry_id: str, fields: Any) -> Event:
+        """The event of a stream entry (fields as a flat list or a dict); BadValue if it
+        does not parse, so a worker can park it and go on."""
+        try:
+            data = fields if isinstance(fields, dict) else _pairs(fields)
+            task = model.normalize(json.loads(data["task"]))
+            if not isinstance(task, dict) or not task.get("taskId"):
+                raise ValueError("no taskId")
+            return cls(entry_id, str(data["kind"]), str(data.get("at", "")), task)
+        except Exception as e:  # any shape of garbage: one entry must not stop a worker
+            raise BadValue(f"entry {entry_id} does not parse: {type(e).__name__}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "at": self.at, "task": self.task}
+
+
+def _pairs(flat: Any) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd field out: dropped
 
 
 def entry_ms(entry_id: str) -> int:
@@ -58,271 +66,163 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def group_positions(conn: Connection, namespace: str) -> dict[str, str]:
+def group_positions(client: Any, namespace: str) -> dict[str, str]:
     """Each consumer group of the namespace's stream, and the last entry it was given."""
-    try:
-        groups = conn.call("XINFO", "GROUPS", Keys(namespace).events)
-    except ReplyError as e:
-        if "no such key" in str(e):
+    with redis_errors():
+        key = Keys(namespace).events
+        if not client.exists(key):
             return {}
-        raise
-    positions = {}
-    for g in groups:
-        info = dict(zip(g[::2], g[1::2], strict=True))
-        positions[info["name"]] = info["last-delivered-id"]
-    return positions
-
-
-Ack = tuple[str, list[str]]  # a consumer group and entries it is done with
+        groups = client.xinfo_groups(key)
+    return {g["name"]: g["last-delivered-id"] for g in groups}
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """push.lua's answer: 'send', 'stale' or 'wait' (``wait_ms``), and the sink's marks for
-    the task after it (``last``: the event it was last given, ``heartbeat_ms``: when it was
-    last given a heartbeat; '' and 0 if never)."""
+class Entries:
+    """What a read gave: the events, and the entries that do not parse (``(id, fields,
+    error)``: for the dead letters) or were trimmed while pending (ids: nothing to do)."""
 
-    verdict: str
-    wait_ms: int
-    last: str
-    heartbeat_ms: int
-
-    @classmethod
-    def of(cls, reply: list[str]) -> Verdict:
-        return cls(reply[0], int(reply[1]), reply[2], int(reply[3] or 0))
+    events: list[Event]
+    bad: list[tuple[str, dict[str, str], str]]
+    gone: list[str]
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    id: str
-    sink: str
-    error: str
-    event: Event
+def parse_entries(entries: Any) -> Entries:
+    events, bad, gone = [], [], []
+    for entry in entries or []:
+        if entry is None:
+            continue
+        entry_id, fields = entry
+        if not fields:  # trimmed from the stream while pending: nothing to deliver
+            gone.append(entry_id)
+            continue
+        try:
+            events.append(Event.from_entry(entry_id, fields))
+        except BadValue as e:
+            raw = fields if isinstance(fields, dict) else _pairs(fields)
+            bad.append((entry_id, {str(k): str(v) for k, v in raw.items()}, str(e)))
+    return Entries(events, bad, gone)
 
 
 class Feed:
-    """The stream read through one consumer group: at least once, acknowledged after use."""
+    """The stream read through one consumer group: at least once, acknowledged after use.
+    For workers that may run side by side (the central mirror); ``lag`` for ``--check``."""
 
-    def __init__(self, conn: Connection, namespace: str, group: str, consumer: str) -> None:
-        self.conn = conn
+    def __init__(self, client: Any, namespace: str, group: str, consumer: str) -> None:
+        self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.group = group
         self.consumer = consumer
 
-    def ensure_group(self, start: str = "0") -> None:
-        """Create the group if missing, reading from ``start`` on ("0": the stream's beginning,
-        "$": only entries added from now on)."""
-        try:
-            self.conn.call("XGROUP", "CREATE", self.keys.events, self.group, start, "MKSTREAM")
-        except ReplyError as e:
-            if "BUSYGROUP" not in str(e):
-                raise BackendError(f"cannot create consumer group {self.group}: {e}") from None
+    def ensure_group(self, start: str = "$") -> None:
+        """Create the group if missing, reading from ``start`` on ("$": entries added from
+        now on, "0": the stream's beginning)."""
+        with redis_errors():
+            if self.group in group_positions(self.client, self.namespace):
+                return
+            try:
+                self.client.xgroup_create(self.keys.events, self.group, start, mkstream=True)
+            except Exception as e:  # made by another worker meanwhile
+                if "BUSYGROUP" not in str(e):
+                    raise
 
-    def read(
-        self,
-        count: int,
-        block_ms: int | None = None,
-        *,
-        own: bool = False,
-        ack: list[str] | None = None,
-    ) -> list[Event]:
+    def read(self, count: int, block_ms: int | None = None, *, own: bool = False) -> Entries:
         """New entries (or, with ``own``, those delivered to this consumer and not acked).
+        A group that is gone (Redis lost everything) is made again, from the start."""
+        stream = {self.keys.events: "0" if own else ">"}
+        with redis_errors():
+            try:
+                reply = self.client.xreadgroup(
+                    self.group, self.consumer, stream, count=count, block=block_ms
+                )
+            except Exception as e:
+                # NOGROUP: Redis lost the group (and the stream); UNBLOCKED: the stream was
+                # deleted while this read waited on it (Redis 7, Valkey)
+                if not str(e).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                self.ensure_group("0")
+                return Entries([], [], [])
+        return self._parsed(reply[0][1] if reply else [])
 
-        ``ack``: entries to acknowledge first, in the same round trip.
-        """
-        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
-        if block_ms is not None:
-            args += ["BLOCK", block_ms]
-        args += ["STREAMS", self.keys.events, "0" if own else ">"]
-        if ack:
-            acked, reply = self.conn.pipeline([["XACK", self.keys.events, self.group, *ack], args])
-            for r in (acked, reply):
-                if isinstance(r, ReplyError):
-                    raise r
-        else:
-            reply = self.conn.call(*args)
-        if not reply:
-            return []
-        return self._events(reply[0][1])
-
-    def autoclaim(self, min_idle_ms: int, count: int) -> list[Event]:
+    def autoclaim(self, min_idle_ms: int, count: int) -> Entries:
         """Take over entries another consumer was given and left idle (it died)."""
-        reply = self.conn.call(
-            "XAUTOCLAIM",
-            self.keys.events,
-            self.group,
-            self.consumer,
-            min_idle_ms,
-            "0-0",
-            "COUNT",
-            count,
-        )
-        return self._events(reply[1])
+        with redis_errors():
+            reply = self.client.xautoclaim(
+                self.keys.events, self.group, self.consumer, min_idle_ms, "0-0", count=count
+            )
+        return self._parsed(reply[1])
 
     def ack(self, ids: list[str]) -> None:
         if ids:
-            self.conn.call("XACK", self.keys.events, self.group, *ids)
+            with redis_errors():
+                self.client.xack(self.keys.events, self.group, *ids)
 
-    def _events(self, entries: list[Any]) -> list[Event]:
-        events, gone = [], []
-        for entry in entries:
-            if entry is None:
-                continue
-            entry_id, fields = entry
-            if fields is None:  # trimmed from the stream while pending: nothing to deliver
-                gone.append(entry_id)
-            else:
-                events.append(Event.from_entry(entry_id, fields))
-        self.ack(gone)
-        return events
+    def _parsed(self, entries: Any) -> Entries:
+        got = parse_entries(entries)
+        self.ack(got.gone)
+        return got
 
     def lag(self) -> dict[str, Any]:
-        """Pending entries, the age of the oldest, and entries not yet delivered (a group not
-        made yet has every entry of the stream still to read)."""
+        """Pending entries, the age of the oldest, and entries not yet delivered. A group
+        not made yet starts at the end of the stream (as the workers make theirs): 0."""
         k = self.keys
-        last = group_positions(self.conn, self.namespace).get(self.group)
-        pending, oldest = 0, None
-        if last is not None:
-            summary = self.conn.call("XPENDING", k.events, self.group)
-            pending, oldest = int(summary[0] or 0), summary[1]
-        start = f"({last}" if last else "-"
-        undelivered = len(self.conn.call("XRANGE", k.events, start, "+", "COUNT", 10001))
+        with redis_errors():
+            last = group_positions(self.client, self.namespace).get(self.group)
+            pending, oldest = 0, None
+            undelivered = 0
+            if last is not None:
+                summary = self.client.xpending(k.events, self.group)
+                pending, oldest = int(summary["pending"] or 0), summary["min"]
+                undelivered = len(self.client.xrange(k.events, f"({last}", "+", count=10001))
+            length = self.client.xlen(k.events)
         now_ms = int(time.time() * 1000)
         return {
             "pending": pending,
             "oldest_pending_seconds": (now_ms - entry_ms(oldest)) / 1000 if oldest else 0.0,
             "undelivered": undelivered,
-            "stream_length": self.conn.call("XLEN", k.events),
+            "stream_length": length,
         }
 
 
-class Pushes:
-    """What the relays share about pushing: push decisions, stall alerts, memory, dead letters."""
-
-    def __init__(
-        self, conn: Connection, namespace: str, *, ttl: int, stream_maxlen: int = STREAM_MAXLEN
-    ) -> None:
-        self.conn = conn
-        self.keys = Keys(namespace)
-        self.ttl = ttl
-        self.stream_maxlen = stream_maxlen
-        self._ahead: tuple[list[str], list[Any]] | None = None  # mark_ahead awaiting marked
-        self._publish: str | None = None  # PUBLISH or SPUBLISH, learned once per connection
-
-    def decide(
-        self, event: Event, sink: str, now_ms: int, window_ms: int, ack: Ack | None = None
-    ) -> Verdict:
-        """May ``sink`` push ``event`` now (push.lua)? It is marked as the one the sink was
-        given if so: never an older event of a task after a newer one, and heartbeats held
-        back to one per window (``window_ms``; 0: no throttle). ``ack``: (group, entry ids)
-        to acknowledge in the same round trip."""
-        keys, args = self._push_args(event, sink, now_ms, window_ms, "0")
-        return Verdict.of(_PUSH(self.conn, keys, args, self._ack(ack)))
-
-    def mark_ahead(
-        self, event: Event, sink: str, now_ms: int, window_ms: int, ack: Ack | None = None
-    ) -> None:
-        """Mark ``event`` as pushed to ``sink``, decided without asking (a relay alone): sent
-        now, read with ``marked`` after the push, and nothing else on this connection between."""
-        self._ahead = self._push_args(event, sink, now_ms, window_ms, "1")
-        _PUSH.send(self.conn, *self._ahead, self._ack(ack))
-
-    def _ack(self, ack: Ack | None) -> list[list[Any]]:
-        if not ack or not ack[1]:
-            return []
-        group, ids = ack
-        return [["XACK", self.keys.events, group, *ids]]
-
-    def marked(self) -> Verdict:
-        """What push.lua would have decided for the event ``mark_ahead`` marked."""
-        args, self._ahead = self._ahead, None
-        assert args is not None, "marked() without mark_ahead()"
-        return Verdict.of(_PUSH.receive(self.conn, *args))
-
-    def _push_args(
-        self, event: Event, sink: str, now_ms: int, window_ms: int, forced: str
-    ) -> tuple[list[str], list[Any]]:
-        keys = [self.keys.pushed(event.task["taskId"])]
-        return keys, [event.id, event.kind, sink, now_ms, window_ms, self.ttl, forced]
-
-    def register(self, group: str, name: str, lease_ms: int) -> tuple[int, bool]:
-        """Renew this relay's entry among the group's relays (relays.lua): how many are
-        there, and whether its entry was missing (new, lapsed or lost). ``lease_ms`` 0: leave."""
-        count, arrived = _RELAYS(self.conn, [self.keys.relays(group)], [name, lease_ms])
-        return int(count), bool(arrived)
-
-    def mark_stalled(self, now: float, tz: tzinfo, limit: int = 100) -> list[Event]:
-        """Emit `stall` for running tasks quiet past their stall time; one per stall."""
-        k = self.keys
-        now_ms = int(now * 1000)
-        at = model.iso(datetime.fromtimestamp(now, tz))
-        events = []
-        for task_id in self.conn.call(
-            "ZRANGEBYSCORE", k.running, "-inf", now_ms, "LIMIT", 0, limit
-        ):
-            got = _STALL(
-                self.conn,
+def mark_stalled(
+    client: Any,
+    namespace: str,
+    now: float,
+    tz: tzinfo,
+    *,
+    limit: int = 100,
+    maxlen: int = STREAM_MAXLEN,
+) -> list[Event]:
+    """Emit `stall` for running tasks quiet past their stall time; one per stall."""
+    k = Keys(namespace)
+    now_ms = int(now * 1000)
+    at = model.iso(datetime.fromtimestamp(now, tz))
+    events = []
+    with redis_errors():
+        publish = _publish_command(client)
+        due = client.zrangebyscore(k.running, "-inf", now_ms, start=0, num=limit)
+        for task_id in due:
+            got = _STALL.on(
+                client,
                 [k.task(task_id), k.running, k.events],
-                [task_id, now_ms, at, self.stream_maxlen, k.channel, self._publish_command()],
+                [task_id, now_ms, at, maxlen, k.channel, publish],
             )
             if got:
                 events.append(Event(got[0], "stall", at, model.normalize(json.loads(got[1]))))
-        return events
+    return events
 
-    def _publish_command(self) -> str:
-        if self._publish is None:
-            self._publish = publish_command(self.conn)
-        return self._publish
 
-    # -- sink memory ---------------------------------------------------------------------
+def _publish_command(client: Any) -> str:
+    """stall.lua's publish command on this redis-py client (SPUBLISH on a cluster with sharded
+    channels), asked of the server once per client."""
+    publish = getattr(client, "_pulse_publish", None)
+    if publish is None:
+        from .connection import server_hello
+        from .transport import sharded_channels
 
-    def get(self, key: str) -> str | None:
-        return self.conn.call("GET", self.keys.memory(key))
-
-    def set(self, key: str, value: str) -> None:
-        self.conn.call("SET", self.keys.memory(key), value, "EX", self.ttl)
-
-    # -- dead letters --------------------------------------------------------------------
-
-    def dead_letter(self, sink: str, error: str, event: Event) -> str:
-        return self.conn.call(
-            "XADD",
-            self.keys.dead,
-            "MAXLEN",
-            "~",
-            self.stream_maxlen,
-            "*",
-            "sink",
-            sink,
-            "error",
-            error,
-            "event",
-            event.id,
-            "kind",
-            event.kind,
-            "at",
-            event.at,
-            "task",
-            json.dumps(event.task, ensure_ascii=False),
-        )
-
-    def dead_letters(self, count: int = 1000) -> list[DeadLetter]:
-        letters = []
-        for entry_id, fields in self.conn.call("XRANGE", self.keys.dead, "-", "+", "COUNT", count):
-            d = dict(zip(fields[::2], fields[1::2], strict=True))
-            event = Event(
-                d["event"], d["kind"], d.get("at", ""), model.normalize(json.loads(d["task"]))
-            )
-            letters.append(DeadLetter(entry_id, d["sink"], d["error"], event))
-        return letters
-
-    def remove_dead(self, ids: list[str]) -> None:
-        if ids:
-            self.conn.call("XDEL", self.keys.dead, *ids)
-
-    def dead_count(self) -> int:
-        return self.conn.call("XLEN", self.keys.dead)
+        publish = "SPUBLISH" if sharded_channels(server_hello(client)) else "PUBLISH"
+        client._pulse_publish = publish
+    return publish
 
 
 def listen(source: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:

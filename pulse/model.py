@@ -380,7 +380,7 @@ def normalize(raw: Mapping[str, Any], *, namespace: str | None = None) -> Task:
     return task  # type: ignore[return-value]
 
 
-def _whole(raw: dict[str, Any], key: str) -> int:
+def _whole(raw: Mapping[str, Any], key: str) -> int:
     value = raw.get(key) or 0
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise BadValue(f"{key!r} is not a number: {_show(str(value))}")

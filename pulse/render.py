@@ -158,6 +158,62 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
     return _cap(lines)
 
 
+def eta_text(task: Snapshot, lang: str = "en") -> str | None:
+    """``≈ 12 min left`` / ``预计还需 12 分钟`` from the snapshot's ``eta.remainingSeconds``;
+    None when the task has no ETA."""
+    eta = task.get("eta")
+    try:
+        seconds = float(eta["remainingSeconds"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return None
+    zh = _words(lang) is _WORDS["zh"]
+    if seconds < 90:
+        n = max(int(seconds + 0.5), 1)
+        return f"预计还需 {n} 秒" if zh else f"≈ {n} s left"
+    if seconds < 5400:
+        n = int(seconds / 60 + 0.5)
+        return f"预计还需 {n} 分钟" if zh else f"≈ {n} min left"
+    hours = round(seconds / 3600, 1)
+    n_text = f"{hours:g}"
+    return f"预计还需 {n_text} 小时" if zh else f"≈ {n_text} h left"
+
+
+def render_card(task: Snapshot, lang: str = "en", now: datetime | None = None) -> str:
+    """The whole task in a few lines, for a chat message edited in place as the task goes:
+    name, progress bar, the current step with its latest message, elapsed time and ETA."""
+    w = _words(lang)
+    zh = w is _WORDS["zh"]
+    now = _aware(now) if now else datetime.now(timezone.utc)
+    d, t = counts(task)
+    status = str(task.get("status") or "running")
+    name = _text(task.get("taskName"))
+    lines = [f"{_TASK_ICONS.get(status, '🔄')} {f'【{name}】' if zh else name}"]
+    lines.append(f"{progress_bar(d, t)} {d}/{t}")
+    step = current_step(task)
+    if status == "done":
+        result = _text(task.get("result"))
+        lines.append(w["result"].format(text=result) if result else w["finished"].format(name=name))
+    elif status == "error":
+        error = _text(task.get("error"))
+        lines.append(w["error"].format(text=error) if error else w["failed"].format(name=name))
+    elif step:
+        lines.append(_step_line(_STEP_ICONS.get(str(step.get("status")), "🔄"), task, step, d, t))
+    started = _parse_time(task.get("startedAt"))
+    timing = []
+    if started:
+        ended = _parse_time(task.get("finishedAt")) if status in ("done", "error") else None
+        took = format_duration(((ended or now) - started).total_seconds())
+        timing.append(f"⏱ 已用 {took}" if zh else f"⏱ {took} elapsed")
+    eta = eta_text(task, lang) if status == "running" else None
+    if eta:
+        timing.append(eta)
+    if timing:
+        lines.append(" · ".join(timing))
+    return "\n".join(lines)
+
+
 def render_cli(kind: str, task: Snapshot, lang: str = "en") -> str:
     """The one plain stdout line of an update verb (create, next, heartbeat, done, error)."""
     w = _words(lang)

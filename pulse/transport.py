@@ -40,8 +40,6 @@ class Connection(Protocol):
 
     def call(self, *args: Any) -> Any: ...  # one round trip; raises ReplyError
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...  # errors in list
-    def send(self, commands: Sequence[Sequence[Any]]) -> None: ...  # then nothing but receive()
-    def receive(self) -> list[Any]: ...  # the replies to send(), errors in the list
     def connect(self) -> None: ...  # eager connect, for a reachability check
     def close(self) -> None: ...
 
@@ -94,18 +92,6 @@ class _Calls:
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return self._exchange(commands) if commands else []
-
-    # Commands sent now and their replies read later, so the caller works meanwhile. Here
-    # they simply run at receive(); SocketConnection really writes them at send().
-    _sent: Sequence[Sequence[Any]] | None = None
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        self._sent = commands
-
-    def receive(self) -> list[Any]:
-        commands, self._sent = self._sent, None
-        assert commands is not None, "receive() without send()"
-        return self.pipeline(commands)
 
 
 class SocketConnection(_Calls):
@@ -174,10 +160,8 @@ class SocketConnection(_Calls):
         self._sock: socket.socket | None = None
         self._login_owed = False  # AUTH and SELECT go before the next command
         self._reader: Any = None
-        self._owed: tuple[list[tuple[str, bytes]], int] | None = None  # send() awaiting receive()
         # Redis Cluster: where slots live and a connection per node, from the first redirect on.
         self._cluster: _Cluster | None = None
-        self._sending: tuple[SocketConnection, Sequence[Sequence[Any]]] | None = None
         self._server: dict[str, Any] | None = None  # HELLO's answer, once asked
 
     def connect(self) -> None:
@@ -211,8 +195,7 @@ class SocketConnection(_Calls):
         peer = object.__new__(SocketConnection)
         peer.__dict__.update(self.__dict__)
         peer._path, peer._host, peer._port = None, host, port
-        peer._sock, peer._reader, peer._owed = None, None, None
-        peer._cluster, peer._sending = None, None
+        peer._sock, peer._reader, peer._cluster = None, None, None
         peer.url = f"{'rediss' if self._tls else 'redis'}://{host}:{port}"
         return peer
 
@@ -268,23 +251,6 @@ class SocketConnection(_Calls):
         """``commands`` to this very server, and their replies: no redirect followed."""
         return self._collect(self._write(commands), len(commands))
 
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        node = self if self._cluster is None else self._cluster.owner(commands)
-        node._owed = (node._write(commands), len(commands))
-        self._sending = (node, commands)
-
-    def receive(self) -> list[Any]:
-        sending, self._sending = self._sending, None
-        assert sending is not None, "receive() without send()"
-        node, commands = sending
-        owed, node._owed = node._owed, None
-        assert owed is not None, "receive() without send()"
-        replies = self._settle(commands, node._collect(*owed))
-        busy = in_transition(replies)
-        if busy:
-            raise BackendUnavailable(f"Redis at {self.url} is in transition: {busy}")
-        return replies
-
     def _settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
         # A redirect: this is a Redis Cluster, whose redirects and transitions _Cluster
         # follows from now on.
@@ -298,7 +264,7 @@ class SocketConnection(_Calls):
         return self._cluster.settle(commands, replies)
 
     def hello(self) -> dict[str, Any]:
-        """What the server says of itself (``HELLO 2``: server, version, mode...), asked once
+        """What the server says of itself (``HELLO``: server, version, mode...), asked once
         per connection; {} from a server that does not say."""
         if self._server is None:
             self._server = _hello(self)
@@ -570,7 +536,7 @@ _KEYLESS = frozenset(
 
 def _hello(conn: Connection) -> dict[str, Any]:
     try:
-        reply = conn.call("HELLO", "2")
+        reply = conn.call("HELLO")  # in the connection's protocol: RESP2, a flat list
     except ReplyError:
         return {}
     return dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else {}

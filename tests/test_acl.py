@@ -20,10 +20,10 @@ import pytest
 import redis
 
 from pulse.client import Client
+from pulse.connection import redis_client
 from pulse.errors import AmbiguousId
-from pulse.events import Feed, Pushes, listen
+from pulse.events import Feed, listen, mark_stalled
 from pulse.settings import Settings
-from pulse.transport import connect
 from tests.redis_proc import RedisProc, redis_proc
 from tests.tls_proxy import tls_proxy
 
@@ -37,7 +37,7 @@ CONNECTION = {"ping", "select"}  # granted for health checks and `/1` URLs; no v
 # "... The user executing the script can't access at least one of the keys ..." (Redis 6.2, 7.0),
 # "ACL failure in script: No permissions to access a key ..." (Valkey 8)
 SCRIPT_DENIED = r"script can't|ACL failure in script"
-RELAY = [sys.executable, "-c", "from workers.cli import main; main()"]  # pulse-relay
+RELAY = [sys.executable, "-m", "pulse_workers"]  # pulse-relay
 
 
 def doc_lines(prefix: str) -> list[str]:
@@ -162,9 +162,8 @@ def test_every_pulse_verb_works_for_the_agent_user(agent_env, server, tmp_path):
     assert json.loads(ok(env, "status", first, "--json"))["version"] == 3
 
     # a stall alert (by the worker) and the update that resumes the task
-    Pushes(connect(url(server, "pulse-worker")), NS, ttl=60).mark_stalled(
-        time.time() + 3600, timezone.utc
-    )
+    worker = redis_client(Settings(redis_url=url(server, "pulse-worker"), namespace=NS))
+    mark_stalled(worker, NS, time.time() + 3600, timezone.utc)
     ok(env, "heartbeat", first, "back")
     assert json.loads(ok(env, "status", first, "--json"))["stalled"] is False
 
@@ -234,9 +233,16 @@ def test_the_worker_user_runs_the_relay_its_check_and_the_mirror(
     relay = start_relay(worker_env, "--sink", f"jsonl://{pushes}", "--claim-idle", "1")
     mirror = start_relay(worker_env, "--mirror", str(out), "--claim-idle", "1")
     try:
+
+        def active() -> bool:  # a new relay group starts at the end of the stream: wait for it
+            done = run(worker_env, "--check", "--json", tool="relay")
+            report = json.loads(done.stdout or "{}")
+            return done.returncode == 0 and bool(report["namespaces"][0]["sinks"])
+
+        wait_for(active, "the relay to be active")
         task_id = ok(agent_env, "create", "deploy", "build", "ship", "--stall", "1").strip()
         ok(agent_env, "next", task_id, "built")
-        wait_for(lambda: "stall" in kinds(pushes), "the stall alert")  # stall.lua, push.lua
+        wait_for(lambda: "stall" in kinds(pushes), "the stall alert")  # stall.lua
         ok(agent_env, "done", task_id, "shipped")
         wait_for(lambda: kinds(pushes)[-1:] == ["done"], "the done push")
         snapshot = out / NS / f"{task_id}.json"
@@ -249,7 +255,8 @@ def test_the_worker_user_runs_the_relay_its_check_and_the_mirror(
         )
 
         def settled() -> dict | None:
-            lag = json.loads(ok(worker_env, "--check", "--json", tool="relay"))
+            report = json.loads(ok(worker_env, "--check", "--json", tool="relay"))
+            [lag] = report["namespaces"][0]["sinks"].values()
             return lag if lag["pending"] == 0 else None
 
         lag = wait_for(settled, "the relay to ack")
@@ -295,7 +302,7 @@ def kinds(pushes: Path) -> list[str]:
 def agent_session(server: RedisProc, user_url: str, folder: Path) -> None:
     """What the agents' verbs send, in process: fails with NOPERM if a command is missing."""
     admin = server.client()
-    worker = connect(url(server, "pulse-worker"))
+    worker = redis_client(Settings(redis_url=url(server, "pulse-worker"), namespace=NS))
     settings = Settings(redis_url=user_url, namespace=NS, dir=folder, tz=timezone.utc)
     with Client(settings) as client:
         admin.script_flush()
@@ -306,7 +313,7 @@ def agent_session(server: RedisProc, user_url: str, folder: Path) -> None:
         with pytest.raises(AmbiguousId):
             client.get("twin")  # EXISTS: only live tasks count
         client.heartbeat(task.id[:-2], "going", 10)  # a prefix: ZRANGEBYLEX
-        Pushes(worker, NS, ttl=60).mark_stalled(time.time() + 3600, timezone.utc)
+        mark_stalled(worker, NS, time.time() + 3600, timezone.utc)
         task.heartbeat("resumed")  # HDEL of the stall mark
         for view in ("default", "running", "stalled", "all"):
             client.status(view)
@@ -323,27 +330,40 @@ def agent_session(server: RedisProc, user_url: str, folder: Path) -> None:
 
 def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     """What pulse-relay sends (relay, mirror, check, dead letters, redrive), in process."""
+    from pulse_workers.state import RelayState
+
     agent_session(server, user_url, folder)
-    conn = connect(user_url)
+    client = redis_client(Settings(redis_url=user_url, namespace=NS))  # INFO: a cluster?
+    state = RelayState(client, NS, "relay", ttl=60)
+    token, group = "one:t", "relay:sink"
+    assert state.lease(token, "take", 5000)  # the relay's lease
+    assert state.init_group(token, group)
     with Client(Settings(redis_url=url(server, "pulse-agent"), namespace=NS, dir=folder)) as c:
         c.create("relayed", ["a"])
-    feed = Feed(conn, NS, "relay", "one")
-    feed.ensure_group()
-    events = feed.read(100)
-    assert events
+    got, _ = state.read_new(token, group, "one", 100)
+    assert got.events
+    assert [len(g.events) for g in state.claim_all(token, group, "one", 100)] == [1]
+    none, last = state.read_new(token, group, "one", 100)  # nothing new: where to wait
+    assert not none.events and state.wait_new(last, 10) is False
+    state.finish(token, group, [got.events[0].id])
+    state.set("message", "42")
+    assert state.get("message") == "42"
+    c_ids = [e.id for e in got.events]
+    state.dead_letter(token, group, "sink", "refused", c_ids[0], got.events[0])
+    assert state.dead_counts() == {"sink": 1}
+    letters = state.dead_letters()
+    state.remove_dead([d.id for d in letters])
+    assert state.lease(token, "renew", 5000)
+    state.lease(token, "drop")
+    assert state.holder() is None
+    feed = Feed(client, NS, "mirror", "one")  # the central mirror
+    feed.ensure_group("0")
+    events = feed.read(100).events
     feed.read(100, own=True)
     feed.autoclaim(0, 100)
-    pushes = Pushes(conn, NS, ttl=60)
-    pushes.decide(events[0], "sink", int(time.time() * 1000), 1000)
-    assert pushes.register("relay", "one", 5000) == (1, True)  # the relay's presence
     feed.ack([e.id for e in events])
     feed.lag()
-    pushes.set("message", "42")
-    assert pushes.get("message") == "42"
-    pushes.dead_letter("sink", "refused", events[0])
-    letters = pushes.dead_letters()
-    pushes.remove_dead([d.id for d in letters])
-    assert pushes.dead_count() == 0
+    state.park("mirror:mirror", "bad", "1-0", {"kind": "x"})
 
 
 @pytest.mark.parametrize(
@@ -394,5 +414,6 @@ def test_rediss_with_the_acl_users(agent_env, worker_env, tls_port):
     assert PASSWORDS["AGENT_PASSWORD"] not in untrusted.stderr and secret not in untrusted.stderr
     secret = quote(PASSWORDS["WORKER_PASSWORD"], safe="")
     worker = f"rediss://pulse-worker:{secret}@localhost:{port}/0?ssl_ca_certs={quote(str(cert))}"
-    check = ok({**worker_env, "PULSE_REDIS_URL": worker}, "--check", "--json", tool="relay")
-    assert json.loads(check)["stream_length"] == 2
+    check = run({**worker_env, "PULSE_REDIS_URL": worker}, "--check", "--json", tool="relay")
+    assert check.returncode == 1 and check.stderr == ""  # it answers: no relay is active
+    assert json.loads(check.stdout)["namespaces"][0]["active"] is None

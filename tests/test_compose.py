@@ -45,7 +45,7 @@ DOCKER_COMPOSE_MISSING = (
     ".ci/run installs it)"
 )
 # the image's console scripts, run from this checkout
-RELAY_MAIN = "import sys; sys.argv[0] = 'pulse-relay'; from workers.cli import main; main()"
+RELAY_MAIN = "import sys; sys.argv[0] = 'pulse-relay'; from pulse_workers.cli import main; main()"
 CONSOLE_SCRIPTS = {
     "pulse-relay": [sys.executable, "-c", RELAY_MAIN],
     "pulse": [sys.executable, "-m", "pulse"],
@@ -178,7 +178,10 @@ def test_stack_has_what_an_operator_needs(compose: dict[str, Any]) -> None:
         assert svc["depends_on"] == {"redis": {"condition": "service_healthy"}}
         assert svc["command"][0] == "pulse-relay"
         assert "@redis:6379/" in svc["environment"]["PULSE_REDIS_URL"]
-    assert services["relay"]["deploy"]["replicas"] >= 1
+    assert services["relay"]["deploy"]["replicas"] >= 2  # one active, one standing by
+    for name in ("relay", "mirror"):  # their own --check says whether they work
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[1] == "pulse-relay" and test[-1] == "--check"
     assert "PULSE_SINKS" in services["relay"]["environment"]
     mirror = services["mirror"]
     mirror_dir = mirror["command"][mirror["command"].index("--mirror") + 1]
@@ -353,7 +356,9 @@ def test_dockerfile_builds_the_project_and_runs_the_relay_as_a_user() -> None:
         assert (ROOT / src).exists(), src
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     needed = {"pyproject.toml", project["project"]["readme"]}
-    needed |= {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    setuptools = project["tool"]["setuptools"]
+    folders = setuptools.get("package-dir", {})  # pulse_workers lives in workers/
+    needed |= {folders.get(top, top) for top in {p.split(".")[0] for p in setuptools["packages"]}}
     assert needed <= copied
     # and the build context keeps them (compose/Dockerfile.dockerignore)
     ignore = (COMPOSE_DIR / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
@@ -589,6 +594,15 @@ def test_stack_services_run_a_task_end_to_end(stack: Stack, tmp_path: Path) -> N
         stack,
     )
 
+    def healthy(name: str) -> bool:  # the compose healthcheck, as docker would run it
+        test = services[name]["healthcheck"]["test"][1:]
+        env = relay_env if name == "relay" else mirror_env
+        argv = [*CONSOLE_SCRIPTS["pulse-relay"], *test[1:]]
+        return subprocess.run(argv, env=env, capture_output=True, timeout=60).returncode == 0
+
+    # one relay holds the lease (its group starts at the end of the stream from then on)
+    _wait("a relay to be active", lambda: healthy("relay") and healthy("mirror"), stack)
+
     # an agent on another host: the agent user's URL, the stack's namespace
     agent_env = {
         **base,
@@ -660,8 +674,9 @@ def test_stack_services_run_a_task_end_to_end(stack: Stack, tmp_path: Path) -> N
             timeout=60,
         )
         assert check.returncode == 0, check.stderr
-        lag = json.loads(check.stdout)
-        return lag if lag["pending"] == 0 else {}
+        report = json.loads(check.stdout)["namespaces"][0]
+        [lag] = report["sinks"].values()
+        return {**lag, "dead_letters": report["dead_letters"]} if lag["pending"] == 0 else {}
 
     # the relays ack an event once pushed: nothing left pending, undelivered or dead
     lag = _wait("the relays to ack every event", settled, stack)

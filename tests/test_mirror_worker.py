@@ -16,11 +16,10 @@ import pytest
 
 from pulse.events import Feed
 from pulse.mirror import Mirror
-from pulse.transport import connect
 from tests.redis_proc import redis_proc
 
 NS = "test"
-RELAY = [sys.executable, "-c", "from workers.cli import main; main()"]  # pulse-relay
+RELAY = [sys.executable, "-m", "pulse_workers"]  # pulse-relay
 
 
 @pytest.fixture
@@ -126,18 +125,18 @@ def test_a_worker_killed_with_events_in_hand_is_taken_over(env, central, workers
     # updates the dead worker was given and never acknowledged (as if it died mid-batch)
     for task_id in ids:
         pulse(env, "next", task_id, "a done")
-    conn = connect(server.url)
+    conn = server.client()
     dead = Feed(conn, NS, "mirror", "mirror-1")
-    in_hand = dead.read(100)
+    in_hand = dead.read(100).events
     assert len(in_hand) == len(ids)
-    assert conn.call("XPENDING", f"pulse:{{{NS}}}:events", "mirror")[0] == len(ids)
+    assert conn.xpending(f"pulse:{{{NS}}}:events", "mirror")["pending"] == len(ids)
     for task_id in ids[:3]:  # and some it was never given
         pulse(env, "next", task_id, "b done")
 
     workers("mirror-2")  # another name: it must take the dead worker's events over
     wait_for(all_current(env, central, ids), "every snapshot current")
     wait_for(
-        lambda: conn.call("XPENDING", f"pulse:{{{NS}}}:events", "mirror")[0] == 0,
+        lambda: conn.xpending(f"pulse:{{{NS}}}:events", "mirror")["pending"] == 0,
         "nothing left pending",
     )
     for task_id in ids:
@@ -164,3 +163,25 @@ def test_the_worker_rides_out_a_redis_restart(env, central, workers, server):
     wait_for(all_current(env, central, [task_id]), "the snapshot after FLUSHALL")
     assert mirrored(central, task_id)["status"] == "done"
     assert worker.poll() is None
+
+
+def test_one_bad_entry_is_parked_and_the_mirror_goes_on(env, central, workers, server):
+    worker = workers("mirror-1")
+    first = pulse(env, "create", "before", "a").strip()
+    wait_for(all_current(env, central, [first]), "the first snapshot")
+    client = server.client()
+    events = f"pulse:{{{NS}}}:events"
+    client.xadd(events, {"kind": "next", "task": "{not json"})  # a snapshot that does not parse
+    long_id = "x" * 300  # no file system takes this name
+    task = {"taskId": long_id, "version": 1, "status": "running", "steps": []}
+    client.xadd(events, {"kind": "create", "task": json.dumps(task)})
+    after = pulse(env, "create", "after", "a").strip()
+    wait_for(all_current(env, central, [first, after]), "the snapshot after the bad ones")
+    assert worker.poll() is None
+    letters = RELAY + ["--mirror", str(central), "--dead-letters", "--json"]
+    doc = json.loads(subprocess.run(letters, env=env, capture_output=True, text=True).stdout)
+    assert doc["count"] == 2 and {d["sink"] for d in doc["dead_letters"]} == {"mirror:mirror"}
+    check = subprocess.run(RELAY + ["--mirror", str(central), "--check"], env=env,
+                           capture_output=True, text=True)
+    assert "dead_letters=2" in check.stdout and check.returncode == 0
+    assert worker.stderr is not None

@@ -47,7 +47,8 @@ def cli_verbs() -> set[str]:
 def code_names() -> set[str]:
     """PULSE_ names in the Python code, less the error codes the Lua scripts reply with."""
     python = "".join(p.read_text() for d in ("pulse", "workers") for p in (ROOT / d).rglob("*.py"))
-    lua = "".join(p.read_text() for p in (ROOT / "pulse" / "scripts").rglob("*.lua"))
+    scripts = (ROOT / "pulse" / "scripts", ROOT / "workers" / "scripts")
+    lua = "".join(p.read_text() for d in scripts for p in d.rglob("*.lua"))
     return set(NAME.findall(python)) - set(NAME.findall(lua))
 
 
@@ -76,7 +77,8 @@ def test_every_relay_option_is_documented() -> None:
     text = section("The relay: `pulse-relay`")
     built_part, _, planned_part = text.partition("Being built:")
     documented = set(re.findall(r"`(--[a-z][a-z-]*)", built_part))
-    options = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", help_text("-m", "workers"), re.M))
+    relay_help = help_text("-m", "pulse_workers")
+    options = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", relay_help, re.M))
     options.discard("--help")
     assert options - documented == set(), "pulse-relay options docs/reference.md lacks"
     assert documented - options == set(), "options docs/reference.md calls built that are not"

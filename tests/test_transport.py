@@ -209,17 +209,6 @@ def test_pipeline_returns_error_replies_in_place(conn: SocketConnection) -> None
     assert conn.pipeline([]) == []
 
 
-def test_send_now_receive_later(conn: SocketConnection, plain: Server) -> None:
-    conn.send([("SET", "later", "1"), ("LPUSH", "later", "x")])
-    # written at send(): another client sees it before this one reads the replies
-    other = SocketConnection(plain.unix_url)
-    assert other.call("GET", "later") == "1"
-    ok, wrong = conn.receive()
-    assert ok == "OK" and isinstance(wrong, ReplyError)
-    assert conn.call("GET", "later") == "1"  # in step after
-    other.close()
-
-
 def test_call_raises_error_replies(conn: SocketConnection) -> None:
     conn.call("SET", "a", "1")
     with pytest.raises(ReplyError, match="^WRONGTYPE"):

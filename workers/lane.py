@@ -1,343 +1,267 @@
-"""A lane: one sink's share of the relay, in a thread of its own.
+"""A lane: one sink's share of the active relay.
 
-It reads the sink's consumer group (``<group>:<sink name>``), decides each event with
-push.lua (or, while the relay is alone, from its own marks: see presence.py), pushes it with
-retries, and acks it in the next write to Redis, all in the same thread: a push never waits
-for a hand-over between threads, and one slow or broken sink never holds up the others.
+Its reader thread takes the sink's new entries (lease-checked, read.lua) into an inbox; the
+lane thread feeds them to the policy (policy.py), hands what is ready to a pool of at most
+``limit`` senders, and acknowledges what is done with (finish.lua, lease-checked) or parks
+it in the dead letters (dead.lua). An entry is acknowledged only once delivered, dropped as
+overtaken, or dead-lettered: until then it stays pending, and the relay that takes over after
+a crash or a freeze claims it and sends it again.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from typing import Any
 
-from pulse import render
-from pulse.errors import BackendUnavailable
-from pulse.events import Event, Feed, Pushes, entry_order
-from pulse.settings import Settings
-from pulse.transport import Connection, ReplyError
+from pulse import Entries, Event
+from pulse.errors import BackendUnavailable, PulseError
 
-from .presence import Presence
-from .sinks import Push, Sink, SinkError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .relay import RelayConfig
+from .delivery import Outcome, attempt
+from .metrics import Metrics
+from .policy import HEARTBEAT, Policy
+from .sinks import Sink
+from .state import LeaseLost, RelayState
 
 log = logging.getLogger("pulse.relay")
+_BACKLOG = 5_000  # events a lane holds before it stops reading (the rest waits in Redis)
 
 
 @dataclass
 class Stats:
     delivered: int = 0
     dead: int = 0
-    stale: int = 0  # pushes a sink skipped: it was given a newer event of the task
-    superseded: int = 0  # heartbeats a newer event made needless
-    acked: int = 0
+    dropped: int = 0  # overtaken by a newer event of the task before they were sent
+    failed_tries: int = 0
 
     def add(self, other: Stats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-@dataclass
-class _Held:
-    event: Event
-    due: float
-
-
-def retrying(what: str, stopping: threading.Event, step: Callable[[], None]) -> None:
-    """Run ``step`` until it returns or the relay stops, waiting out Redis.
-
-    Redis restarting or unreachable, or emptied (FLUSHALL, a restart without persistence:
-    NOGROUP): pending entries stay in the group, and the next round makes the group again, so
-    waiting and going on loses nothing.
-    """
-    delay = 0.1
-    while not stopping.is_set():
-        started = time.monotonic()
-        try:
-            step()
-            return
-        except (BackendUnavailable, ReplyError) as e:
-            # Redis 7.0 wakes a blocked XREADGROUP whose stream was deleted with UNBLOCKED,
-            # Valkey and later reads with NOGROUP
-            if isinstance(e, ReplyError) and e.code not in ("NOGROUP", "UNBLOCKED"):
-                raise
-            if time.monotonic() - started > 30:
-                delay = 0.1  # it had been running fine: a new outage starts over
-            log.warning("%s: %s; retrying in %.1fs", what, e, delay)
-            stopping.wait(delay)
-            delay = min(delay * 2, 10.0)
+@dataclass(frozen=True)
+class LaneConfig:
+    group: str  # the sink's consumer group, ``<relay group>:<sink marker>``
+    consumer: str
+    lang: str
+    window: float  # heartbeat push window, seconds
+    in_flight: int
+    tries: int
+    backoff: float
+    backoff_max: float
+    batch: int = 200
 
 
 class Lane(threading.Thread):
-    """One sink's share of the relay: reads its consumer group, decides, pushes, acks."""
-
     def __init__(
         self,
         sink: Sink,
-        marker: str,  # the sink's name in its group and marks (``sink.name``, made unique)
-        conn: Connection,
-        settings: Settings,
-        config: RelayConfig,
-        presence: Presence,
-        stopping: threading.Event,
+        marker: str,
+        state: RelayState,
+        token: str,
+        valid: Callable[[], bool],  # whether this relay may still start a push (its lease)
+        config: LaneConfig,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        carry: list[str] | None = None,
     ) -> None:
-        super().__init__(name=f"lane {sink.name}", daemon=True)
-        self.presence = presence
-        self.sink = sink
-        self.marker = marker
-        self.settings = settings
-        self.config = config
-        self.stopping = stopping
-        self.feed = Feed(conn, settings.namespace, f"{config.group}:{marker}", config.consumer)
-        self.pushes = Pushes(conn, settings.namespace, ttl=settings.retention_seconds)
+        super().__init__(name=f"lane {marker}", daemon=True)
+        self.sink, self.marker, self.state, self.token = sink, marker, state, token
+        self.valid, self.config, self.metrics, self.clock = valid, config, metrics, clock
+        self.policy = Policy(
+            window=config.window,
+            limit=max(1, min(config.in_flight, getattr(sink, "in_flight", config.in_flight))),
+            tries=config.tries,
+            backoff=config.backoff,
+            backoff_max=config.backoff_max,
+            coalesce=getattr(sink, "coalesce", HEARTBEAT),
+        )
         self.stats = Stats()
-        self.failed = False  # stopped by a bug: the relay stops too, and exits non-zero
-        self._window_ms = int(settings.heartbeat_push_seconds * 1000)
-        self._held: dict[str, _Held] = {}  # task id -> its heartbeat waiting for its window
-        # done with: acked with the next round trip to Redis (an ordered set)
-        self._acks: dict[str, None] = {}
-        # While the relay is alone: per task, the sink's last event and last heartbeat (ms),
-        # as push.lua has them (this lane is the only one changing them).
-        self._marks: dict[str, tuple[str, int]] = {}
-        self._epoch = -1
+        self.stopping = threading.Event()
+        self.lost = False  # another relay holds the lease now: stop, ack nothing more
+        self.failed = False  # stopped by a bug
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._senders = ThreadPoolExecutor(self.policy.limit, thread_name_prefix=f"send {marker}")
+        # entries done with whose ack Redis has not taken yet; a lane that stops hands them to
+        # the next (``leftover``): pushed while Redis was away, they must not go out again
+        self._unacked: list[str] = list(carry or [])
+
+    def leftover(self) -> list[str]:
+        """Entries delivered (or dropped) and not yet acknowledged, once the lane ended."""
+        return self._unacked + self.policy.take_acks()
+
+    def stop(self) -> None:
+        """Finish the pushes in flight, acknowledge, return."""
+        self.stopping.set()
+        self._inbox.put(("wake",))
 
     def run(self) -> None:
         try:
-            retrying(self.sink.name, self.stopping, self._loop)
-            self._flush_acks()
-        except (BackendUnavailable, ReplyError) as e:
-            log.warning(
-                "%s: %d pushed events not acked (%s): they go again",
-                self.sink.name,
-                len(self._acks),
-                e,
+            self._start()
+            reader = threading.Thread(
+                target=self._read_loop, name=f"read {self.marker}", daemon=True
             )
-        except Exception:  # a bug must not pass silently: the entries stay pending meanwhile
-            log.exception("%s: the lane stopped", self.sink.name)
+            reader.start()
+            self._loop()
+        except LeaseLost:
+            self.lost = True
+            log.warning("%s: another relay holds the lease now; standing by", self.marker)
+        except Exception:  # a bug: the entries stay pending, for this relay or another
+            log.exception("%s: the lane stopped", self.marker)
             self.failed = True
-            self.stopping.set()
         finally:
-            self.sink.close()
-            self.feed.conn.close()
+            self.stopping.set()
+            self._senders.shutdown(wait=not self.lost, cancel_futures=True)
+
+    def _start(self) -> None:
+        """The group (at the end of the stream if new), then every entry pending in it,
+        whoever held it: all older than any entry not read yet, so they go first."""
+        c = self.config
+        while True:
+            try:
+                self.state.init_group(self.token, c.group)
+                self._flush([])  # what an earlier lane of this relay delivered, first
+                if self._unacked:
+                    raise BackendUnavailable("acks still wait for Redis")
+                claimed = 0
+                for got in self.state.claim_all(self.token, c.group, c.consumer, c.batch):
+                    self._take(got)
+                    claimed += len(got.events)
+                if claimed:
+                    log.info("%s: took over %d pending entries", self.marker, claimed)
+                return
+            except BackendUnavailable as e:
+                log.warning("%s: %s; retrying", self.marker, e)
+                if self.stopping.wait(0.5):
+                    return
+
+    def _read_loop(self) -> None:
+        c, after = self.config, "0-0"
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                if self.policy.waiting > _BACKLOG or not self.valid():
+                    self.stopping.wait(0.05)
+                    continue
+                got, last = self.state.read_new(self.token, c.group, c.consumer, c.batch)
+                if got.events or got.bad or got.gone:
+                    self._inbox.put(("entries", got))
+                    continue
+                after = last or after
+                self.state.wait_new(after, 1000)
+                delay = 0.1
+            except LeaseLost:
+                self._inbox.put(("lost",))
+                return
+            except PulseError as e:
+                log.warning("%s: reading: %s; retrying in %.1fs", self.marker, e, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
 
     def _loop(self) -> None:
-        c = self.config
-        self.feed.ensure_group()  # gone only if Redis lost everything: then from the start
-        self._wait_turn()
-        # Entries this consumer was given before a restart come first, then those other
-        # consumers held when it started: both are older than any entry not read yet.
-        self._take(self._read(own=True))
-        self._adopt()
-        next_claim = 0.0
-        while not self.stopping.is_set():
-            now = time.time()
-            if now >= next_claim:
-                self._take(self.feed.autoclaim(int(c.claim_idle * 1000), c.batch))
-                next_claim = now + max(0.5, c.claim_idle / 2)
-            self._release_held(now)
-            wake = min([next_claim, *(h.due for h in self._held.values())])
-            wait = min(1.0, max(0.001, wake - time.time()))
-            self._take(self._read(int(wait * 1000)))
-            self._wait_turn()
-
-    def _wait_turn(self) -> None:
-        """Read nothing while the relay may not push (arriving among others): what it read
-        would wait, and newer events of the same tasks pushed by the others meanwhile would
-        make it stale. Unread, it goes to the others."""
-        while not self.presence.may_push() and not self.stopping.wait(0.05):
-            pass
-
-    def _read(self, block_ms: int | None = None, *, own: bool = False) -> list[Event]:
-        """The next entries, acking those done with in the same round trip."""
-        acks = list(self._acks)
-        events = self.feed.read(self.config.batch, block_ms, own=own, ack=acks)
-        self._acked(acks)
-        return events
-
-    def _flush_acks(self) -> None:
-        acks = list(self._acks)
-        self.feed.ack(acks)
-        self._acked(acks)
-
-    def _acked(self, ids: list[str]) -> None:
-        for entry_id in ids:
-            del self._acks[entry_id]
-        self.stats.acked += len(ids)
-
-    def _adopt(self) -> None:
-        """Take over the entries other consumers held when this lane started (a dead relay's
-        after ``claim_idle``), or see them acked, before reading any new entry: a newer event
-        of the same task pushed first would make them stale on the sink, and so lose them."""
-        c, events = self.config, self.feed.keys.events
-        summary = self.feed.conn.call("XPENDING", events, self.feed.group)
-        if not summary or not summary[0]:
-            return
-        upto = summary[2]  # the newest entry pending now; every unread one is newer
-        deadline = time.time() + c.claim_idle + 1.0
-        while not self.stopping.is_set():
-            got = self.feed.autoclaim(int(c.claim_idle * 1000), c.batch)
-            self._take(got)
-            if not got and (time.time() > deadline or not self._held_by_others(upto)):
+        p = self.policy
+        while True:
+            now = self.clock()
+            sending = not self.stopping.is_set() and self.valid()
+            if sending:
+                for event in p.ready(now):
+                    self._senders.submit(self._send, event)
+            self._flush(p.take_acks())
+            if self.stopping.is_set() and p.in_flight == 0:
+                self._flush([])
                 return
-            if not got:
-                self.stopping.wait(min(0.1, c.claim_idle / 4))
-
-    def _held_by_others(self, upto: str) -> bool:
-        conn, events, group = self.feed.conn, self.feed.keys.events, self.feed.group
-        consumers = (conn.call("XPENDING", events, group) or [0, None, None, None])[3]
-        return any(
-            name != self.config.consumer
-            and conn.call("XPENDING", events, group, "-", upto, 1, name)
-            for name, _ in consumers or []
-        )
-
-    # -- deciding ------------------------------------------------------------------------
-
-    def _take(self, events: list[Event]) -> None:
-        for event in events:
-            if self.stopping.is_set():
-                return  # the rest stays pending, for a restart or another relay
-            if event.id in self._acks or self._is_held(event):
-                continue  # a re-read after a reconnect: in hand already
-            task_id = event.task["taskId"]
-            held = self._held.get(task_id)
-            if held:  # a newer event of the task: the held heartbeat is needless now
-                del self._held[task_id]
-                self._acks[held.event.id] = None
-                self.stats.superseded += 1
-            self._decide(event)
-
-    def _is_held(self, event: Event) -> bool:
-        held = self._held.get(event.task["taskId"])
-        return held is not None and held.event.id == event.id
-
-    def _decide(self, event: Event) -> None:
-        while not self.presence.may_push():  # arriving among other relays: wait our turn
-            if self.stopping.wait(0.05):
-                return  # stays pending, for a restart or another relay
-        window = self._window_ms if event.kind == "heartbeat" else 0
-        now_ms = int(time.time() * 1000)
-        task_id = event.task["taskId"]
-        alone = self.presence.alone()
-        if self._epoch != self.presence.epoch or len(self._marks) > 10_000:
-            self._marks.clear()  # others came meanwhile (or it grew big): ask Redis again
-            self._epoch = self.presence.epoch
-        if alone and task_id in self._marks:
-            verdict, wait_ms = self._decide_alone(event, now_ms, window)
-        else:
-            acks = list(self._acks)  # done with: acked in the same round trip
-            v = self.pushes.decide(event, self.marker, now_ms, window, (self.feed.group, acks))
-            self._acked(acks)
-            verdict, wait_ms = v.verdict, v.wait_ms
-            if alone:
-                self._marks[task_id] = (v.last, v.heartbeat_ms)
-        if verdict == "wait":
-            self._held[task_id] = _Held(event, time.time() + wait_ms / 1000)
-        elif verdict == "stale":
-            log.info("skipped %s %s: %s had a newer one", event.kind, event.id, self.sink.name)
-            self.stats.stale += 1
-            self._acks[event.id] = None
-        else:
-            ahead = alone and task_id in self._marks and self._marks[task_id][0] != event.id
-            if ahead:
-                self._marks[task_id] = (event.id, now_ms if window else self._marks[task_id][1])
-                ack = (self.feed.group, list(self._acks))
-                self.pushes.mark_ahead(event, self.marker, now_ms, window, ack)
-            if event.kind in ("done", "error"):
-                self._marks.pop(task_id, None)  # the task's last push
-            self._push(event, ahead)
-
-    def _decide_alone(self, event: Event, now_ms: int, window: int) -> tuple[str, int]:
-        """push.lua's decision, made from this lane's own marks (see workers/presence.py)."""
-        last, heartbeat_ms = self._marks[event.task["taskId"]]
-        if last == event.id or not last:
-            return "send", 0
-        if entry_order(event.id) < entry_order(last):
-            return "stale", 0
-        if window and heartbeat_ms and now_ms - heartbeat_ms < window:
-            return "wait", heartbeat_ms + window - now_ms
-        return "send", 0
-
-    def _check_ahead(self, event: Event) -> None:
-        verdict = self.pushes.marked().verdict
-        self._acked(list(self._acks))  # they went with the mark
-        if verdict == "stale":  # only if a relay froze past its lease (presence.py)
-            log.warning(
-                "%s: pushed %s %s alone, but another relay had pushed a newer event of the task",
-                self.sink.name,
-                event.kind,
-                event.id,
-            )
-
-    def _release_held(self, now: float) -> None:
-        for task_id, held in list(self._held.items()):
-            if held.due <= now:
-                del self._held[task_id]
-                self._decide(held.event)
-
-    # -- pushing -------------------------------------------------------------------------
-
-    def _push(self, event: Event, ahead: bool = False) -> None:
-        """Deliver with retries; dead-letter after the last try. Acked either way, unless the
-        relay stops during a retry wait (then it stays pending). ``ahead``: its mark is on
-        its way (``mark_ahead``); the answer is read once the first try is over."""
-        c, name = self.config, self.sink.name
-        text = render.render_push(event.kind, event.task, self.settings.lang)
-        push = Push(event.id, event.kind, event.task, text, event.at)
-        error = "not tried"
-        for attempt in range(1, c.tries + 1):
-            start = time.monotonic()
+            due = p.next_due(now)
+            timeout = 1.0 if due is None else min(1.0, max(0.0, due - now))
+            if self._unacked:
+                timeout = min(timeout, 0.2)
+            if not sending:  # nothing is due while it may not push: wait for replies
+                timeout = max(timeout, 0.05)
             try:
+                message = (
+                    self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+                )
+            except queue.Empty:
+                continue
+            while True:
+                self._handle(message)
                 try:
-                    self.sink.send(push)
-                finally:
-                    if ahead:
-                        ahead = False
-                        self._check_ahead(event)
-            except SinkError as e:
-                error = str(e)
-                if e.permanent:
-                    log.warning("%s: %s %s refused for good: %s", name, event.kind, event.id, error)
+                    message = self._inbox.get_nowait()
+                except queue.Empty:
                     break
-                delay = random.uniform(0, min(c.backoff_max, c.backoff * 2 ** (attempt - 1)))
-                delay = max(delay, e.retry_after or 0.0)
-                log.warning(
-                    "%s: try %d of %d for %s %s failed (%s); next in %.2fs",
-                    name,
-                    attempt,
-                    c.tries,
-                    event.kind,
-                    event.id,
-                    error,
-                    delay,
-                )
-                if attempt == c.tries:
-                    break
-                if self.stopping.wait(delay):
-                    return
-            except Exception as e:  # a bug in a sink must not stop its lane
-                error = f"{type(e).__name__}: {e}"
-                log.exception("%s: failed on %s", name, event.id)
-                break
-            else:
-                log.info(
-                    "pushed %s %s v%s to %s in %.0f ms",
-                    event.kind,
-                    event.task["taskId"],
-                    event.task["version"],
-                    name,
-                    (time.monotonic() - start) * 1e3,
-                )
-                self.stats.delivered += 1
-                self._acks[event.id] = None
-                return
-        self.pushes.dead_letter(name, error, event)
-        self.stats.dead += 1
-        self._acks[event.id] = None
+
+    def _send(self, event: Event) -> None:
+        if not self.valid():  # the lease may have lapsed since: leave it to the holder
+            self._inbox.put(("held", event))
+            return
+        self._inbox.put(("sent", event, attempt(self.sink, event, self.config.lang)))
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "entries":
+            self._take(message[1])
+        elif kind == "sent":
+            self._sent(message[1], message[2])
+        elif kind == "held":
+            self.policy.release(message[1], self.clock(), 0.5)
+        elif kind == "lost":
+            raise LeaseLost("lease lost while reading")
+
+    def _take(self, got: Entries) -> None:
+        if got.gone:
+            self._unacked += got.gone
+        for entry_id, raw, error in got.bad:
+            log.warning(
+                "%s: entry %s does not parse; parked in the dead letters", self.marker, entry_id
+            )
+            self._park(entry_id, error, raw=raw)
+        for event in got.events:
+            self.policy.add(event)
+
+    def _sent(self, event: Event, outcome: Outcome) -> None:
+        p, name, kind = self.policy, self.marker, event.kind
+        self.metrics.pushed(self.state.namespace, name, kind, outcome)
+        if outcome.ok:
+            p.delivered(event, self.clock())
+            self.stats.delivered += 1
+            log.debug("pushed %s %s to %s", kind, event.id, name)
+            return
+        self.stats.failed_tries += 1
+        dropped = p.dropped
+        if p.failed(
+            event, self.clock(), permanent=outcome.permanent, retry_after=outcome.retry_after
+        ):
+            log.warning("%s: %s %s dead-lettered: %s", name, kind, event.id, outcome.error)
+            self._park(event.id, outcome.error, event=event)
+        elif p.dropped == dropped:
+            log.warning("%s: %s %s failed (%s); retrying", name, kind, event.id, outcome.error)
+        self.stats.dropped = p.dropped
+
+    def _park(
+        self, entry_id: str, error: str, *, event: Event | None = None, raw: Any = None
+    ) -> None:
+        try:
+            self.state.dead_letter(
+                self.token, self.config.group, self.marker, error, entry_id, event, raw
+            )
+            self.stats.dead += 1
+            self.metrics.dead(self.state.namespace, self.marker)
+        except BackendUnavailable as e:  # stays pending: the next holder (or restart) retries
+            log.warning("%s: could not park %s (%s); it stays pending", self.marker, entry_id, e)
+
+    def _flush(self, acks: list[str]) -> None:
+        ids = self._unacked + acks
+        if not ids:
+            return
+        try:
+            self.state.finish(self.token, self.config.group, ids)
+            self._unacked = []
+        except BackendUnavailable as e:
+            if not self._unacked:
+                log.warning("%s: acks wait for Redis (%s)", self.marker, e)
+            self._unacked = ids
+        self.stats.dropped = self.policy.dropped

@@ -1,58 +1,70 @@
-"""The relay: pushes every event of a namespace to the configured sinks, throttled, at least
-once, with stall alerts.
+"""The relay of one namespace: pushes every event to the sinks, in order per task and sink,
+throttled, at least once, with stall alerts.
 
-Each sink has a lane (lane.py): a thread with a Redis connection and a consumer group of its
-own (``<group>:<sink name>``). An event is acked once its sink delivered it, skipped it as
-stale or dead-lettered it; until then it stays pending in the sink's group, so a relay killed
-at any moment loses nothing: a restart, or another relay after ``claim_idle``, takes the entry
-over (XAUTOCLAIM) and pushes it again. The main thread renews the relay's presence
-(presence.py) and looks for stalled tasks.
+Any number of relays may run for a namespace and group; one is active. It holds the group's
+lease (lease.lua: a token set with SET NX PX, extended only by its holder every third of the
+lease), and only it reads, acknowledges and dead-letters entries: each of those is a script
+that checks the token in the same atomic step. The others stand by, trying to take the lease
+every few hundred ms; the first to get it after the holder died or froze claims every entry
+pending in each sink's group at once and pushes them first, in stream order.
 
-Order per task and sink: before a push, the lane marks the event as the last of the task its
-sink was given (push.lua; a relay alone marks as it pushes), or skips it if the sink was given
-a newer one. A lane pushes in stream order, so after a crash an entry older than the mark went
-out already and the marked one goes again; a starting lane takes over what other relays held
-before reading new entries the marks would beat.
+One window remains: a push already on its way to a sink when the holder froze (or was cut
+off) may arrive after the new holder's pushes of the same task. Its acknowledgement then fails
+(the token is no longer there), so the new holder sends it again, in order: a receiver that
+keeps the highest ``task.version`` per task and ignores a lower one sees every state in order.
+A relay checks its own view of the lease (on the boot clock, which counts a suspended host)
+before it starts a push, so the window is only a push already in hand.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from pulse import render
-from pulse.connection import open_connection
-from pulse.errors import BackendUnavailable
-from pulse.events import Pushes, entry_order, group_positions
-from pulse.settings import Settings
-from pulse.transport import Connection, ReplyError
+from pulse import Feed, Settings, mark_stalled
+from pulse.errors import BackendUnavailable, PulseError
 
-from .lane import Lane, Stats, retrying
-from .presence import RENEW, Presence
-from .sinks import Push, Sink, SinkError
+from .delivery import attempt
+from .lane import Lane, LaneConfig, Stats
+from .metrics import Metrics
+from .sinks import Sink
+from .state import LeaseLost, RelayState
 
 log = logging.getLogger("pulse.relay")
+
+
+def boot_clock() -> float:
+    """Seconds on a clock that goes on while the host is suspended (Linux's CLOCK_BOOTTIME),
+    else the monotonic clock: a lease measured on a clock that stopped would look valid."""
+    return (
+        time.clock_gettime(time.CLOCK_BOOTTIME)
+        if hasattr(time, "CLOCK_BOOTTIME")
+        else time.monotonic()
+    )
 
 
 @dataclass
 class RelayConfig:
     group: str = "relay"  # each sink's consumer group is "<group>:<sink name>"
     consumer: str = "relay"
+    lease_seconds: float = 10.0
+    in_flight: int = 64  # pushes in flight per sink, for different tasks
     batch: int = 200
-    claim_idle: float = 30.0  # seconds a pending entry sits before another relay takes it
     stall_interval: float = 1.0
     tries: int = 5
-    backoff: float = 1.0  # first retry delay; doubles each try, with full jitter
+    backoff: float = 1.0
     backoff_max: float = 60.0
 
 
 def markers(sinks: list[Sink]) -> list[str]:
-    """Each sink's name in its consumer group and marks: ``sink.name``, with ``#2``, ``#3``
-    on later sinks of the same name, so that they keep their groups and marks apart."""
+    """Each sink's name in its consumer group: ``sink.name``, with ``#2``, ``#3`` on later
+    sinks of the same name, so that they keep their groups apart."""
     seen: Counter[str] = Counter()
     names = []
     for sink in sinks:
@@ -61,100 +73,186 @@ def markers(sinks: list[Sink]) -> list[str]:
     return names
 
 
-@dataclass
+class Lease:
+    """This relay's hold on the lease, as far as it can know it."""
+
+    def __init__(
+        self, state: RelayState, token: str, seconds: float, clock: Callable[[], float] = boot_clock
+    ) -> None:
+        self.state, self.token, self.seconds, self.clock = state, token, seconds, clock
+        self._until = 0.0
+
+    def _ask(self, op: str) -> bool:
+        sent = self.clock()
+        held = self.state.lease(self.token, op, int(self.seconds * 1000))
+        # counted from before the request: Redis's own expiry is never earlier than ours
+        self._until = sent + self.seconds * 0.9 if held else 0.0
+        return held
+
+    def take(self) -> bool:
+        return self._ask("take")
+
+    def renew(self) -> None:
+        if not self._ask("renew"):
+            raise LeaseLost("the lease was taken over")
+
+    def valid(self) -> bool:
+        return self.clock() < self._until
+
+    def drop(self) -> None:
+        self._until = 0.0
+        self.state.lease(self.token, "drop")
+
+
 class Relay:
-    conn: Connection
-    settings: Settings
-    sinks: list[Sink]
-    config: RelayConfig = field(default_factory=RelayConfig)
-    # a connection of its own for each lane; default: open_connection(settings)
-    connect: Callable[[], Connection] | None = None
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        sinks: list[Sink],
+        config: RelayConfig | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.client, self.settings, self.sinks = client, settings, sinks
+        self.config = c = config or RelayConfig()
+        self.metrics = metrics or Metrics()
+        self.namespace = settings.namespace
+        self.state = RelayState(client, self.namespace, c.group, ttl=settings.retention_seconds)
+        self.token = f"{c.consumer}:{os.urandom(6).hex()}"
+        self.lease = Lease(self.state, self.token, c.lease_seconds)
+        self.markers = markers(sinks)
+        self.stats = Stats()
+        self.failed = False
+        self.takeovers = 0
+        # per sink: entries this relay delivered whose ack Redis never took (it went away):
+        # acked first at the next activation, so they are not sent again
+        self._carry: dict[str, list[str]] = {}
 
-    def __post_init__(self) -> None:
-        s = self.settings
-        self.pushes = Pushes(self.conn, s.namespace, ttl=s.retention_seconds)
-        self.presence = Presence(self.pushes, self.config.group, self.config.consumer)
-        self.stopping = threading.Event()
-        connect = self.connect or (lambda: open_connection(s))
-        self.lanes = [
-            Lane(sink, marker, connect(), s, self.config, self.presence, self.stopping)
-            for sink, marker in zip(self.sinks, markers(self.sinks), strict=True)
-        ]
-
-    @property
-    def failed(self) -> bool:
-        return any(lane.failed for lane in self.lanes)
-
-    @property
-    def stats(self) -> Stats:
-        total = Stats()
-        for lane in self.lanes:
-            total.add(lane.stats)
-        return total
-
-    def stop(self) -> None:
-        """Finish the pushes in hand and return from ``run``."""
-        self.stopping.set()
-
-    def run(self) -> Stats:
-        retrying("relay", self.stopping, self._make_groups)
-        retrying("relay", self.stopping, self.presence.renew)
-        for lane in self.lanes:
-            lane.start()
-        retrying("relay", self.stopping, self._housekeep)
-        for lane in self.lanes:
-            lane.join()
+    def run(self, stopping: threading.Event) -> Stats:
+        """Stand by, be active while holding the lease, until ``stopping`` is set."""
+        poll = min(0.25, self.config.lease_seconds / 10)
         try:
-            self.presence.leave()  # the others may go on alone at once
-        except (BackendUnavailable, ReplyError) as e:
-            log.warning("could not sign off (%s): the others wait for the lease to lapse", e)
-        log.info("relay stopped: %s", self.stats)
+            while not stopping.is_set():
+                try:
+                    if self.lease.take():
+                        self._active(stopping)
+                        continue
+                except PulseError as e:
+                    log.warning("%s: %s; retrying", self.namespace, e)
+                stopping.wait(poll)
+        finally:
+            try:
+                self.lease.drop()  # a standby may go on at once
+            except PulseError as e:
+                log.warning("could not give the lease back (%s): it lapses by itself", e)
+            for sink in self.sinks:
+                sink.close()
+        log.info("relay of %s stopped: %s", self.namespace, self.stats)
         return self.stats
 
-    def _make_groups(self) -> None:
-        """Each sink's group, made where the relay's other sinks are: a sink added later gets
-        what they have not read yet, not the whole history; the first ones get everything."""
-        positions = group_positions(self.conn, self.settings.namespace)
-        prefix = f"{self.config.group}:"
-        siblings = [last for name, last in positions.items() if name.startswith(prefix)]
-        start = min(siblings, key=entry_order) if siblings else "0"
-        for lane in self.lanes:
-            lane.feed.ensure_group(start)
-
-    def _housekeep(self) -> None:
-        """Renew this relay's presence, and look for stalled tasks: a stall event goes
-        through the stream like any other, so every lane pushes it."""
-        next_stall = 0.0
-        while not self.stopping.is_set():
-            self.presence.renew()
-            now = time.time()
-            if now >= next_stall:
-                self.pushes.mark_stalled(now, self.settings.tz)
-                next_stall = now + self.config.stall_interval
-            self.stopping.wait(min(RENEW, max(0.0, next_stall - time.time())))
-
-
-def redrive(pushes: Pushes, sinks: list[Sink], lang: str) -> tuple[int, int]:
-    """Send dead letters again through the sink they failed on; (sent, still failing).
-
-    An explicit resend: no heartbeat throttle and no stale check (the sink has newer pushes).
-    """
-    by_name = {s.name: s for s in sinks}
-    sent, failing = 0, 0
-    for letter in pushes.dead_letters():
-        sink = by_name.get(letter.sink)
-        if sink is None:
-            failing += 1
-            log.warning("dead letter %s: sink %s is not configured", letter.id, letter.sink)
-            continue
-        ev = letter.event
-        push = Push(ev.id, ev.kind, ev.task, render.render_push(ev.kind, ev.task, lang), ev.at)
+    def _active(self, stopping: threading.Event) -> None:
+        c, s = self.config, self.settings
+        self.takeovers += 1
+        log.info("%s: active (%s/%s)", self.namespace, c.group, c.consumer)
+        self.metrics.active(self.namespace, True)
+        lanes = [
+            Lane(
+                sink,
+                marker,
+                self.state,
+                self.token,
+                self.lease.valid,
+                LaneConfig(
+                    group=f"{c.group}:{marker}",
+                    consumer=c.consumer,
+                    lang=s.lang,
+                    window=s.heartbeat_push_seconds,
+                    in_flight=c.in_flight,
+                    tries=c.tries,
+                    backoff=c.backoff,
+                    backoff_max=c.backoff_max,
+                    batch=c.batch,
+                ),
+                self.metrics,
+                carry=self._carry.pop(marker, []),
+            )
+            for sink, marker in zip(self.sinks, self.markers, strict=True)
+        ]
+        for lane in lanes:
+            lane.start()
+        renew_every = c.lease_seconds / 3
+        next_renew = next_stall = next_gauges = 0.0
         try:
-            sink.send(push)
-        except SinkError as e:
+            while not stopping.is_set() and not any(x.lost or x.failed for x in lanes):
+                now = self.lease.clock()
+                if now >= next_renew:
+                    try:
+                        self.lease.renew()
+                        next_renew = now + renew_every
+                    except BackendUnavailable as e:  # still ours until our view of it lapses
+                        log.warning("%s: cannot renew the lease (%s)", self.namespace, e)
+                        next_renew = now + 0.2
+                    if not self.lease.valid():
+                        log.warning("%s: the lease lapsed; standing by", self.namespace)
+                        break
+                if now >= next_stall:
+                    next_stall = now + c.stall_interval
+                    self._stalls()
+                if self.metrics.enabled and now >= next_gauges:
+                    next_gauges = now + 5.0
+                    self._gauges()
+                stopping.wait(0.1)
+        except LeaseLost:
+            log.warning("%s: another relay took the lease; standing by", self.namespace)
+        finally:
+            for lane in lanes:
+                lane.stop()
+            for lane in lanes:
+                lane.join()
+                self.stats.add(lane.stats)
+                if not lane.lost:  # another holder claims and sends them anyway
+                    self._carry[lane.marker] = lane.leftover()
+            self.failed = self.failed or any(x.failed for x in lanes)
+            self.metrics.active(self.namespace, False)
+            if any(x.failed for x in lanes):
+                stopping.set()  # a bug: the process exits non-zero, its supervisor restarts it
+
+    def _stalls(self) -> None:
+        try:
+            mark_stalled(self.client, self.namespace, time.time(), self.settings.tz)
+        except PulseError as e:
+            log.warning("%s: stall check: %s", self.namespace, e)
+
+    def _gauges(self) -> None:
+        try:
+            dead = self.state.dead_counts()
+            for marker in self.markers:
+                lag = Feed(self.client, self.namespace, f"{self.config.group}:{marker}", "-").lag()
+                self.metrics.lag(self.namespace, marker, lag["pending"] + lag["undelivered"])
+                self.metrics.dead_count(self.namespace, marker, dead.get(marker, 0))
+        except PulseError as e:
+            log.warning("%s: metrics: %s", self.namespace, e)
+
+
+def redrive(state: RelayState, sinks: list[Sink], lang: str) -> tuple[int, int]:
+    """Send dead letters again through the sink they failed on; (sent, still failing).
+    An explicit resend: no throttle, no order check (the sink has newer pushes)."""
+    by_name = dict(zip(markers(sinks), sinks, strict=True))
+    sent, failing = 0, 0
+    for letter in state.dead_letters():
+        sink = by_name.get(letter.sink)
+        if sink is None or letter.event is None:
             failing += 1
-            log.warning("dead letter %s to %s failed again: %s", letter.id, sink.name, e)
+            why = "its sink is not configured" if letter.event else "it does not parse"
+            log.warning("dead letter %s (%s): %s", letter.id, letter.sink, why)
             continue
-        pushes.remove_dead([letter.id])
+        outcome = attempt(sink, letter.event, lang)
+        if not outcome.ok:
+            failing += 1
+            log.warning(
+                "dead letter %s to %s failed again: %s", letter.id, sink.name, outcome.error
+            )
+            continue
+        state.remove_dead([letter.id])
         sent += 1
     return sent, failing

@@ -18,7 +18,6 @@ except ImportError:  # pragma: no cover
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Any
 
     from ..transport import Connection
@@ -26,15 +25,15 @@ if TYPE_CHECKING:
 _HERE = Path(__file__).parent
 
 
-def _expand(source: str, seen: tuple[str, ...]) -> str:
+def _expand(source: str, seen: tuple[str, ...], folder: Path = _HERE) -> str:
     out = []
     for line in source.splitlines(keepends=True):
         if line.startswith("--@include "):
             name = line.split()[1]
             if name in seen:
                 raise ValueError(f"include cycle: {' -> '.join((*seen, name))}")
-            text = (_HERE / "include" / f"{name}.lua").read_text(encoding="utf-8")
-            line = _expand(text, (*seen, name)).rstrip("\n") + "\n"
+            text = (folder / "include" / f"{name}.lua").read_text(encoding="utf-8")
+            line = _expand(text, (*seen, name), folder).rstrip("\n") + "\n"
         out.append(line)
     return "".join(out)
 
@@ -46,22 +45,15 @@ class Script:
     failed call, and the normal path is one round trip with no SCRIPT LOAD beforehand.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, folder: Path = _HERE) -> None:
+        """``folder/name.lua`` (default: pulse's own scripts; the workers keep theirs)."""
         self.name = name
-        self.source = _expand((_HERE / f"{name}.lua").read_text(encoding="utf-8"), (name,))
+        text = (folder / f"{name}.lua").read_text(encoding="utf-8")
+        self.source = _expand(text, (name,), folder)
         self.sha = sha1(self.source.encode()).hexdigest()
 
-    def __call__(
-        self,
-        conn: Connection,
-        keys: list[str],
-        args: list[Any],
-        before: Sequence[Sequence[Any]] = (),
-    ) -> Any:
-        """Run the script; ``before``: commands sent first in the same round trip."""
-        if before:
-            self.send(conn, keys, args, before)
-            return self.receive(conn, keys, args)
+    def __call__(self, conn: Connection, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on pulse's own connection."""
         try:
             return conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except ReplyError as e:
@@ -69,24 +61,12 @@ class Script:
                 raise
         return conn.call("EVAL", self.source, len(keys), *keys, *args)
 
-    def send(
-        self,
-        conn: Connection,
-        keys: list[str],
-        args: list[Any],
-        before: Sequence[Sequence[Any]] = (),
-    ) -> None:
-        """Start the script (after ``before``); ``receive``, with the same keys and args,
-        reads its reply. Nothing else may use the connection in between."""
-        conn.send([*before, ("EVALSHA", self.sha, len(keys), *keys, *args)])
+    def on(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on a redis-py client (the workers'), routed by its keys on a
+        cluster; redis-py's errors pass through (``pulse.connection.redis_errors``)."""
+        from redis.exceptions import NoScriptError
 
-    def receive(self, conn: Connection, keys: list[str], args: list[Any]) -> Any:
-        *first, reply = conn.receive()
-        for r in first:
-            if isinstance(r, ReplyError):
-                raise r
-        if isinstance(reply, ReplyError):
-            if reply.code != "NOSCRIPT":
-                raise reply
-            return conn.call("EVAL", self.source, len(keys), *keys, *args)
-        return reply
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)

@@ -279,3 +279,131 @@ def fake_discord() -> Iterator[FakeDiscord]:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+# -- the relay as processes ----------------------------------------------------------------
+
+SECRET = "s3cret"
+
+
+def webhook(server: FakeServer) -> str:
+    return f"webhook+{server.url}/hook?secret={SECRET}"
+
+
+def wait_until(check: Any, timeout: float = 15.0, step: float = 0.05) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(step)
+
+
+class Relays:
+    """Starts ``pulse-relay`` processes (``python -m pulse_workers``; logs in ``folder``) with
+    short leases and retries; ``active()`` says which holds the lease of namespace ``test``."""
+
+    def __init__(self, env: dict[str, str], folder: Any, client: Any) -> None:
+        self.env, self.folder, self.client = env, folder, client
+        self.procs: dict[str, Any] = {}
+
+    def start(self, *args: str, name: str = "r1", lease: str = "1", **env: str) -> Any:
+        import subprocess
+        import sys
+
+        log = open(self.folder / f"relay-{name}-{len(self.procs)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pulse_workers", "--name", name, "--backoff", "0.05", *args],
+            env={**self.env, "PULSE_RELAY_LEASE_SECONDS": lease, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def active(self, namespace: str = "test", group: str = "relay") -> str | None:
+        holder = self.client.get(f"pulse:{{{namespace}}}:relay:{group}")
+        return holder.rsplit(":", 1)[0] if holder else None
+
+    def wait_active(self, sinks: int = 1, namespace: str = "test", timeout: float = 15.0) -> str:
+        """The name of the active relay, once its sinks' groups are made."""
+        key = f"pulse:{{{namespace}}}:events"
+
+        def ready() -> bool:
+            if not self.active(namespace) or not self.client.exists(key):
+                return False
+            return len(self.client.xinfo_groups(key)) >= sinks
+
+        wait_until(ready, timeout)
+        name = self.active(namespace)
+        assert name is not None
+        return name
+
+    def stop_all(self) -> None:
+        import signal
+
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def relays(pulse_env: dict[str, str], tmp_path: Any, redis_client: Any) -> Iterator[Relays]:
+    r = Relays(pulse_env, tmp_path, redis_client)
+    yield r
+    r.stop_all()
+
+
+class Receiver(FakeServer):
+    """A webhook receiver that fails every ``fail_every``-th POST with a 500 (0: never) and
+    answers after ``delay`` seconds; ``.delivered`` holds what it accepted, in order."""
+
+    def __init__(self, fail_every: int = 0, delay: float = 0.0) -> None:
+        super().__init__()
+        self.fail_every, self.delay = fail_every, delay
+        self.count = 0
+        self.delivered: list[dict[str, Any]] = []
+
+    def answer(self, req: Recorded) -> Answer:
+        import time
+
+        if self.delay:
+            time.sleep(self.delay)
+        with self._cond:
+            self.count += 1
+            if self.fail_every and self.count % self.fail_every == 0:
+                return 500, {}, {"error": "flaky"}
+            body = req.json
+            self.delivered.append(
+                {"id": body["event"]["id"], "kind": body["event"]["kind"], **_version(body)}
+            )
+        return 200, {}, {"ok": True}
+
+
+def _version(body: dict[str, Any]) -> dict[str, Any]:
+    return {"task": body["task"]["taskId"], "version": body["task"]["version"]}
+
+
+def audit(
+    stream: list[tuple[str, dict[str, str]]], delivered: list[dict[str, Any]]
+) -> dict[str, int]:
+    """What a receiver got against what the stream holds: events not heartbeats that never
+    arrived (``lost``), arrivals with a lower version than one of the same task before them
+    (``backwards``), and arrivals of an event that had arrived already (``duplicates``)."""
+    expected = {eid for eid, f in stream if f["kind"] != "heartbeat"}
+    got_ids = [d["id"] for d in delivered]
+    highest: dict[str, int] = {}
+    backwards = 0
+    for d in delivered:
+        if d["version"] < highest.get(d["task"], 0):
+            backwards += 1
+        highest[d["task"]] = max(highest.get(d["task"], 0), d["version"])
+    return {
+        "lost": len(expected - set(got_ids)),
+        "backwards": backwards,
+        "duplicates": len(got_ids) - len(set(got_ids)),
+        "made_up": len(set(got_ids) - {eid for eid, _ in stream}),
+    }

@@ -8,9 +8,9 @@ import logging
 from typing import Any
 
 import pytest
+from pulse_workers.sinks import Push, SinkError, open_sink
 
 from pulse.errors import BadValue
-from workers.sinks import Push, SinkError, open_sink
 
 apprise = pytest.importorskip("apprise")
 

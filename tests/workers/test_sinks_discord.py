@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pulse_workers.sinks import DictMemory, Push, SinkError, open_sink
+from pulse_workers.sinks.discord import fit
 
 from pulse.settings import Settings
-from workers.sinks import DictMemory, Push, SinkError, open_sink
-from workers.sinks.discord import fit
 
 TASK = {"taskId": "t-42", "taskName": "nightly", "status": "running", "version": 1, "steps": []}
 
@@ -20,8 +20,10 @@ def _sink(fake: Any, clock: Any, memory: DictMemory | None = None, url: str = ""
     return sink
 
 
-def _push(kind: str, event_id: str, text: str) -> Push:
-    return Push(event_id, kind, TASK, text)
+def _push(kind: str, event_id: str, text: str, card: bool = True) -> Push:
+    """``card``: the edited message shows a card of its own (else the text: what a push
+    without one shows)."""
+    return Push(event_id, kind, TASK, text, card=f"card {event_id}" if card else "")
 
 
 def test_posts_without_mentions_then_patches_in_place(fake_discord: Any, fake_clock: Any) -> None:
@@ -29,7 +31,7 @@ def test_posts_without_mentions_then_patches_in_place(fake_discord: Any, fake_cl
     sink = _sink(fake_discord, fake_clock, memory)
     sink.send(_push("create", "1-0", "🚀 Started [nightly] @everyone <@123> **hi**"))
     sink.send(_push("next", "2-0", "✅ [1/2] build done"))
-    post, patch = fake_discord.requests
+    post, card, patch = fake_discord.requests  # the start notifies; the card is edited
     assert (post.method, post.path, post.query) == (
         "POST",
         f"/webhooks/{fake_discord.webhook_id}/{fake_discord.token}",
@@ -42,7 +44,8 @@ def test_posts_without_mentions_then_patches_in_place(fake_discord: Any, fake_cl
     mid = memory.data[f"discord:{fake_discord.webhook_id}:t-42"]
     assert patch.method == "PATCH" and patch.path.endswith(f"/messages/{mid}")
     assert patch.json["allowed_mentions"] == {"parse": []}
-    assert fake_discord.messages == {mid: "✅ [1/2] build done"}
+    assert card.json["content"] == "card 1-0"
+    assert fake_discord.messages[mid] == "card 2-0"
     assert patch.header("User-Agent") == "live-task-pulse"
 
 
@@ -51,13 +54,12 @@ def test_done_posts_fresh_and_patches_the_kept(fake_discord: Any, fake_clock: An
     sink = _sink(fake_discord, fake_clock, memory)
     sink.send(_push("create", "1-0", "🚀 Started"))
     sink.send(_push("stall", "2-0", "⚠️ may be stuck"))
-    assert [r.method for r in fake_discord.requests] == ["POST", "POST", "PATCH"]
-    assert set(fake_discord.messages.values()) == {"⚠️ may be stuck"}
-    assert len(fake_discord.messages) == 2
+    assert [r.method for r in fake_discord.requests] == ["POST", "POST", "POST", "PATCH"]
+    assert sorted(fake_discord.messages.values()) == ["card 2-0", "⚠️ may be stuck", "🚀 Started"]
 
 
 def test_content_is_cut_to_2000(fake_discord: Any, fake_clock: Any) -> None:
-    _sink(fake_discord, fake_clock).send(_push("heartbeat", "1-0", "y" * 5000))
+    _sink(fake_discord, fake_clock).send(_push("heartbeat", "1-0", "y" * 5000, card=False))
     (content,) = fake_discord.messages.values()
     assert len(content) == 2000 and content.endswith("…")
     assert fit("short") == "short" and fit("") == "…"
@@ -118,7 +120,7 @@ def test_deleted_message_is_posted_again(fake_discord: Any, fake_clock: Any) -> 
     _sink(fake_discord, fake_clock, memory).send(_push("heartbeat", "3-0", "💓"))
     assert [r.method for r in fake_discord.requests] == ["PATCH", "POST"]
     new = memory.data[f"discord:{fake_discord.webhook_id}:t-42"]
-    assert fake_discord.messages == {new: "💓"} and new != "123"
+    assert fake_discord.messages == {new: "card 3-0"} and new != "123"
 
 
 def test_name_hides_the_token(fake_discord: Any, fake_clock: Any) -> None:

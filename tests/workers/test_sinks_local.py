@@ -9,12 +9,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from pulse_workers.sinks import DictMemory, Push, Sink, SinkError, open_sink, redact
+from pulse_workers.sinks.exec import ExecSink
+from pulse_workers.sinks.jsonl import JsonlSink
 
 from pulse.errors import BadValue
 from pulse.render import render_push
-from workers.sinks import DictMemory, Push, Sink, SinkError, open_sink, redact
-from workers.sinks.exec import ExecSink
-from workers.sinks.jsonl import JsonlSink
 
 TASK = {
     "taskId": "deploy-20250101-000000-abcd",

@@ -8,12 +8,12 @@ import socket
 from typing import Any
 
 import pytest
+from pulse_workers.sinks import DictMemory, Push, SinkError, open_sink
+from pulse_workers.sinks._http import Pacer
+from pulse_workers.sinks.telegram import fit
 
 from pulse.render import render_push
 from pulse.settings import Settings
-from workers.sinks import DictMemory, Push, SinkError, open_sink
-from workers.sinks._http import Pacer
-from workers.sinks.telegram import fit
 
 CHAT = "-100777"
 TASK = {
@@ -34,44 +34,50 @@ def _sink(fake: Any, clock: Any, memory: DictMemory | None = None, url: str = ""
     return sink
 
 
-def _push(kind: str, event_id: str, text: str | None = None) -> Push:
-    return Push(event_id, kind, TASK, render_push(kind, TASK) if text is None else text)
+def _push(kind: str, event_id: str, text: str | None = None, card: bool = True) -> Push:
+    """``card``: the edited message shows a card of its own (else the text)."""
+    text = render_push(kind, TASK) if text is None else text
+    return Push(event_id, kind, TASK, text, card=f"card {event_id}" if card else "")
 
 
 def test_one_message_per_task_edited_in_place(fake_telegram: Any, fake_clock: Any) -> None:
     memory = DictMemory()
     sink = _sink(fake_telegram, fake_clock, memory)
-    sink.send(_push("create", "1-0"))
+    sink.send(_push("create", "1-0"))  # the start text notifies, then the task's card
     sink.send(_push("heartbeat", "2-0", "💓 [0/2] fetch: 10%"))
     sink.send(_push("next", "3-0", "✅ [1/2] fetch done\n🔄 → write"))
-    assert memory.data == {KEY: "1"}
+    assert memory.data[KEY] == "2"
     sink.send(_push("done", "4-0", "🎉 [agent run] Finished! (3m5s)"))
     methods = [m for m, _ in fake_telegram.calls]
-    assert methods == ["sendMessage", "editMessageText", "editMessageText", "sendMessage"] + [
-        "editMessageText"
+    assert methods == ["sendMessage"] * 2 + ["editMessageText"] * 2 + [
+        "sendMessage",
+        "editMessageText",
     ]
-    first, *_, fresh, final = fake_telegram.calls
+    first = fake_telegram.calls[0]
     assert first[1] == {
         "chat_id": int(CHAT),
         "text": html.escape(render_push("create", TASK), quote=False),
         "parse_mode": "HTML",
         "disable_web_page_preview": True,
     }
-    assert all(p["message_id"] == 1 for m, p in fake_telegram.calls if m == "editMessageText")
-    assert fresh[1]["text"] == final[1]["text"] == "🎉 [agent run] Finished! (3m5s)"
-    # the kept message shows the final state; the fresh one notified the user
-    assert fake_telegram.messages == {(CHAT, 1): final[1]["text"], (CHAT, 2): fresh[1]["text"]}
-    assert memory.data[KEY] == "1"
+    assert all(p["message_id"] == 2 for m, p in fake_telegram.calls if m == "editMessageText")
+    # the card shows the final state; the start and done messages notified the user
+    assert fake_telegram.messages == {
+        (CHAT, 1): html.escape(render_push("create", TASK), quote=False),
+        (CHAT, 2): "card 4-0",
+        (CHAT, 3): "🎉 [agent run] Finished! (3m5s)",
+    }
 
 
-def test_done_as_first_push_sends_once(fake_telegram: Any, fake_clock: Any) -> None:
+def test_error_as_first_push_notifies_and_posts_the_card(fake_telegram: Any, fake_clock: Any):
     memory = DictMemory()
     _sink(fake_telegram, fake_clock, memory).send(_push("error", "9-0", "❌ [agent run] Failed"))
-    assert [m for m, _ in fake_telegram.calls] == ["sendMessage"] and memory.data[KEY] == "1"
+    assert [m for m, _ in fake_telegram.calls] == ["sendMessage", "sendMessage"]
+    assert memory.data[KEY] == "2" and fake_telegram.messages[(CHAT, 2)] == "card 9-0"
 
 
 def test_hostile_text_is_escaped_and_survives(fake_telegram: Any, fake_clock: Any) -> None:
-    _sink(fake_telegram, fake_clock).send(_push("heartbeat", "1-0", HOSTILE))
+    _sink(fake_telegram, fake_clock).send(_push("heartbeat", "1-0", HOSTILE, card=False))
     sent = fake_telegram.messages[(CHAT, 1)]  # the fake refuses raw "<" and bare "&"
     assert "<" not in sent and html.unescape(sent) == HOSTILE
     assert "_*[]()~>#+-=|{}.!".replace(">", "&gt;") in sent  # not backslash-escaped: HTML mode
@@ -79,10 +85,10 @@ def test_hostile_text_is_escaped_and_survives(fake_telegram: Any, fake_clock: An
 
 def test_long_text_is_cut_to_the_limit(fake_telegram: Any, fake_clock: Any) -> None:
     sink = _sink(fake_telegram, fake_clock)
-    sink.send(_push("heartbeat", "1-0", "x" * 5000))
+    sink.send(_push("heartbeat", "1-0", "x" * 5000, card=False))
     text = fake_telegram.messages[(CHAT, 1)]
     assert len(text) <= 4096 and text.endswith("…")
-    sink.send(_push("heartbeat", "2-0", "&" * 5000))  # each "&" grows to "&amp;"
+    sink.send(_push("heartbeat", "2-0", "&" * 5000, card=False))  # each "&" grows to "&amp;"
     text = fake_telegram.messages[(CHAT, 1)]
     assert len(text) <= 4096 and text.endswith("&amp;…") and set(html.unescape(text[:-1])) == {"&"}
 
@@ -102,7 +108,7 @@ def test_429_surfaces_retry_after_and_holds_the_chat(fake_telegram: Any, fake_cl
         sink.send(_push("create", "1-0"))
     assert info.value.retry_after == 5 and not info.value.permanent
     sink.send(_push("create", "1-0"))
-    assert fake_clock.sleeps == [5.0]
+    assert fake_clock.sleeps == [5.0, 1.0]  # held 5 s, then the card a second after
 
 
 @pytest.mark.parametrize(
@@ -134,8 +140,8 @@ def test_redelivered_push_is_not_modified_and_ok(fake_telegram: Any, fake_clock:
     sink = _sink(fake_telegram, fake_clock)
     sink.send(_push("create", "1-0"))
     sink.send(_push("create", "1-0"))  # the relay redelivers after a crash
-    assert [m for m, _ in fake_telegram.calls] == ["sendMessage", "editMessageText"]
-    assert len(fake_telegram.messages) == 1
+    assert [m for m, _ in fake_telegram.calls] == ["sendMessage", "sendMessage", "editMessageText"]
+    assert len(fake_telegram.messages) == 2  # notified once; the card "not modified" is fine
 
 
 def test_message_to_edit_gone_posts_a_new_one(fake_telegram: Any, fake_clock: Any) -> None:
@@ -150,14 +156,12 @@ def test_retried_done_notifies_once(fake_telegram: Any, fake_clock: Any) -> None
     sink = _sink(fake_telegram, fake_clock, memory)
     sink.send(_push("create", "1-0"))
     done = _push("done", "2-0", "🎉 done")
-    fake_telegram.fail_next(200, {"ok": True, "result": {"message_id": 2}})  # the fresh post
-    fake_telegram.fail_api(502, "Bad Gateway")  # then the edit of the kept message fails
+    fake_telegram.fail_next(200, {"ok": True, "result": {"message_id": 3}})  # the fresh post
+    fake_telegram.fail_api(502, "Bad Gateway")  # then the edit of the card fails
     with pytest.raises(SinkError):
         sink.send(done)
     sink.send(done)  # the relay's retry: edit only, no second notification
-    assert [m for m, _ in fake_telegram.calls] == ["sendMessage", "sendMessage"] + [
-        "editMessageText"
-    ] * 2
+    assert [m for m, _ in fake_telegram.calls] == ["sendMessage"] * 3 + ["editMessageText"] * 2
 
 
 def test_pacer_spaces_messages_one_second_apart(fake_telegram: Any, fake_clock: Any) -> None:

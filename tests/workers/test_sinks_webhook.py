@@ -10,8 +10,7 @@ import socket
 from typing import Any
 
 import pytest
-
-from workers.sinks import Push, SinkError, open_sink
+from pulse_workers.sinks import Push, SinkError, open_sink
 
 TASK = {"taskId": "t-1", "taskName": "backup", "status": "running", "version": 3, "steps": []}
 PUSH = Push("1700000000000-0", "heartbeat", TASK, "💓 [0/1] dump: 40% <b>&", "2025-01-01T00:00:00Z")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pulse import Settings
 from pulse.errors import BadValue
-from pulse.settings import Settings
 
 from .base import LOUD_KINDS, DictMemory, Memory, Push, Sink, SinkError, redact
 

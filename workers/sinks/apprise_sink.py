@@ -7,8 +7,8 @@ import re
 import threading
 from typing import Any
 
+from pulse import clean_text as clean
 from pulse.errors import BadValue
-from pulse.render import clean
 
 from .base import Push, SinkError, redact, scrub
 

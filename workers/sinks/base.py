@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 # Kinds the user must be notified of: chat sinks post a fresh message for them instead of
 # only editing the task's message in place (an edit makes no sound on a phone).
-LOUD_KINDS = frozenset({"done", "error", "stall"})
+LOUD_KINDS = frozenset({"create", "done", "error", "stall", "wait"})
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*", re.I)
 _SECRET_KEY = re.compile(r"secret|token|key|pass|pwd|auth|sig|cred|session|code", re.I)
@@ -26,6 +26,7 @@ class Push:
     task: Mapping[str, Any]  # the snapshot (SPEC "Task snapshot")
     text: str  # rendered push text (pulse.render.render_push)
     at: str = ""  # ISO time of the event
+    card: str = ""  # the whole task (pulse.render.render_card): what an edited message shows
 
     @property
     def task_id(self) -> str:

@@ -10,9 +10,11 @@ log = logging.getLogger(__name__)
 
 
 class InPlaceSink:
-    """The first push of a task posts a message and remembers its id under ``<prefix>:<taskId>``;
-    later pushes edit that message. done/error/stall post a fresh message (an edit notifies
-    nobody) and also edit the kept one, so scrolling back shows the task's final state.
+    """One message per task shows its card (``push.card``): the first push posts it and
+    remembers its id under ``<prefix>:<taskId>``, later pushes edit it. Pushes that notify
+    (start, done, error, stall, wait) also post their own text first: an edit notifies nobody.
+    The relay sends these sinks one push at a time, and lets edits the pace holds back give
+    way to newer ones (``coalesce``).
 
     Subclasses provide ``_fit`` (escape and cut the text), ``_post`` (returns the new message
     id, or "" when the service did not say) and ``_edit`` (False when the message is gone); both
@@ -20,6 +22,8 @@ class InPlaceSink:
     """
 
     name: str
+    in_flight = 1  # the chat's pace (one message a second) allows no more
+    coalesce = frozenset({"heartbeat", "next", "resume"})  # edits only: newer ones replace them
 
     def __init__(self, prefix: str, memory: Memory) -> None:
         self._prefix = prefix
@@ -42,28 +46,23 @@ class InPlaceSink:
         key = f"{self._prefix}:{push.task_id}"
         kept = recall(self._memory, key)
         if push.kind in LOUD_KINDS:
-            self._send_loud(push, key, kept, text)
-        elif kept is None or not self._edit(kept, text):
-            if kept is not None:
-                log.info("%s: message of task %s is gone; posting a new one", self.name, key)
-            posted = self._post(text)
-            if posted:
-                remember(self._memory, key, posted)
-
-    def _send_loud(self, push: Push, key: str, kept: str | None, text: str) -> None:
-        # The relay retries a push whose edit failed after its fresh post went out; the marker
-        # keeps that retry from notifying the user twice.
-        marker = f"{key}:fresh"
-        fresh = None
-        if recall(self._memory, marker) != push.event_id:
-            fresh = self._post(text) or None
-            if kept is None and fresh is not None:
-                remember(self._memory, key, fresh)
-            remember(self._memory, marker, push.event_id)
-        if kept is None:
+            self._post_loud(push, key, text)
+        card = self._fit(push.card or push.text)
+        if kept is not None and self._edit(kept, card):
             return
-        if not self._edit(kept, text) and fresh is not None:
-            remember(self._memory, key, fresh)  # the kept one is gone: the fresh one takes over
+        if kept is not None:
+            log.info("%s: message of task %s is gone; posting a new one", self.name, key)
+        posted = self._post(card)
+        if posted:
+            remember(self._memory, key, posted)
+
+    def _post_loud(self, push: Push, key: str, text: str) -> None:
+        # The relay retries a push whose card edit failed after its own message went out; the
+        # marker keeps that retry from notifying the user twice.
+        marker = f"{key}:fresh"
+        if recall(self._memory, marker) != push.event_id:
+            self._post(text)
+            remember(self._memory, marker, push.event_id)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,12 @@
+-- Acknowledge entries a sink is done with (delivered, dropped as overtaken), only while this
+-- relay holds the lease: checked in the same atomic step, so a relay that froze and lost
+-- the lease cannot ack after the new holder took its entries.
+--
+-- KEYS[1]  the lease            pulse:{ns}:relay:<group>
+-- KEYS[2]  the event stream     pulse:{ns}:events
+-- ARGV[1]  this relay's token
+-- ARGV[2]  the sink's consumer group (<group>:<sink>)
+-- ARGV[3..] the entry ids
+-- Returns how many were acknowledged.
+--@include holds
+return redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 3))
