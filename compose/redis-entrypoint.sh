@@ -68,7 +68,7 @@ agent="$agent +zadd +zrem +zrange +zrangebylex +zrangebyscore +zrevrange +zrevra
 agent="$agent +del +xadd +publish +subscribe +ping +select"
 # consumer groups, lag, dead letters, the sinks' memory, the relays' presence
 worker="$agent +xgroup +xreadgroup +xautoclaim +xack +xpending +xinfo +xrange +xlen +xdel"
-worker="$worker +xrevrange +xread +get +set +pexpire +info"
+worker="$worker +xrevrange +xread +get +set +pexpire"
 
 mkdir -p "$(dirname "$aclfile")"
 umask 077
