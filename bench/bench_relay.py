@@ -52,22 +52,33 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server API
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # a relay killed mid-request: nothing was delivered
+            self.close_connection = True
+            return
         if self.server.delay:  # type: ignore[attr-defined]
             time.sleep(self.server.delay)  # type: ignore[attr-defined]
         at = time.time()
+        # recorded before the answer: the relay sends a task's next push only after it, so
+        # the list keeps each task's order (appended after, two threads could swap them)
+        self.server.arrivals.append((at, body))  # type: ignore[attr-defined]
         self.send_response_only(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        self.server.arrivals.append((at, body))  # type: ignore[attr-defined]
 
     def log_message(self, *args: object) -> None:
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a relay killed mid-request resets its connection: expected here
+
+
 class Receiver:
     def __init__(self, delay: float = 0.0) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.delay = delay  # type: ignore[attr-defined]
         self.server.arrivals = []  # type: ignore[attr-defined]

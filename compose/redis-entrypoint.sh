@@ -66,6 +66,8 @@ scope="resetkeys ~pulse:{$ns}:* resetchannels &pulse:{$ns}:*"
 agent="-@all +evalsha +eval +hget +hmget +hset +hdel +exists +expire +pexpireat"
 agent="$agent +zadd +zrem +zrange +zrangebylex +zrangebyscore +zrevrange +zrevrangebyscore"
 agent="$agent +del +xadd +publish +subscribe +ping +select"
+# the step history: its cap (update.lua) and `pulse history`
+agent="$agent +zcard +hscan"
 # consumer groups, lag, dead letters, the sinks' memory, the relays' presence
 worker="$agent +xgroup +xreadgroup +xautoclaim +xack +xpending +xinfo +xrange +xlen +xdel"
 worker="$worker +xrevrange +xread +get +set +pexpire"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .transport import Connection
 
 VIEWS = ("default", "running", "stalled", "all")
+_OP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # what update.lua records
 # The default `status` view: running tasks and those finished this recently.
 RECENT_SECONDS = 86400
 # `recover` restores this many tasks per pipeline (one round trip each).
@@ -73,8 +75,14 @@ class Client:
         *,
         warn: Callable[[str], None] | None = None,
         mirror_in_background: bool = False,
+        journal: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        # journal=False (the web server): an unreachable Redis raises BackendUnavailable
+        # instead of keeping the update, and this client replays no journal either.
+        self._journaling = journal
+        self.clock = clock or time.time  # seconds since the epoch; tests inject their own
         self._conn = conn
         self._store: Store | None = None
         self.mirror = Mirror(self.settings.dir, self.settings.namespace)
@@ -121,7 +129,7 @@ class Client:
         name, steps = model.check_name(name), model.check_steps(list(steps))
         name, steps = self._visible(name, steps, "the task and step names")
         stall_seconds = model.check_stall(s.stall_seconds if stall is None else stall)
-        now = datetime.now(s.tz)
+        now = self._now()
         task = model.new_task(
             model.make_id(name, now),
             name,
@@ -134,11 +142,21 @@ class Client:
         )
         try:
             self._replay_journal()
-            change = self.store.create(task, _ms(now), s.retention_seconds)
+            change = self.store.create(
+                task, _ms(now), s.retention_seconds, adaptive=s.adaptive_stall
+            )
             self._learn_target()
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             op_id = new_op_id()
-            entry = {"op": "create", "opId": op_id, "task": task, "nowMs": _ms(now)}
+            entry = {
+                "op": "create",
+                "opId": op_id,
+                "task": task,
+                "nowMs": _ms(now),
+                "adaptive": s.adaptive_stall,
+            }
             change = self._offline(e, entry, Change("", "create", task))
             self._mirror_offline(task, [], op_id)
             return TaskHandle(self, change)
@@ -146,22 +164,37 @@ class Client:
         return TaskHandle(self, change)
 
     def update(
-        self, task_id: str, op: str, message: str | None = None, progress: float | None = None
+        self,
+        task_id: str,
+        op: str,
+        message: str | None = None,
+        progress: float | None = None,
+        *,
+        op_id: str | None = None,
     ) -> Change:
-        """Apply one of next, heartbeat, done, error to a task (id or unique prefix)."""
+        """Apply one of next, heartbeat, done, error, wait to a task (id or unique prefix).
+
+        ``op_id`` (letters, digits, ``_``, ``-``, at most 64): the caller's own operation id,
+        e.g. an HTTP client's Idempotency-Key, so a retried call applies once: a repeat gets
+        the task as it is, with ``kind`` "applied" and no event.
+        """
         if op not in model.OPS:
             raise BadValue(f"unknown update {op!r}")
         model.check_id(task_id)
+        if op_id is not None and not _OP_ID.match(op_id):
+            raise BadValue("an operation id is 1-64 letters, digits, '_' or '-'")
         if op == "error" and not message:
             raise BadValue("error needs a message saying what went wrong")
+        if op == "wait" and not (message or "").strip():
+            raise BadValue("wait needs the question the task waits on")
         message, cut = model.check_text(message)
         if cut:
             self.warn(f"message cut to {model.MAX_TEXT} characters")
         if message:
             message = self._visible(message, [], "the message")[0]
         progress = model.check_progress(progress)
-        now = datetime.now(self.settings.tz)
-        at, agent, op_id = model.iso(now), self.settings.agent, new_op_id()
+        now = self._now()
+        at, agent, op_id = model.iso(now), self.settings.agent, op_id or new_op_id()
         try:
             self._replay_journal()
             change = self.store.update(
@@ -176,7 +209,12 @@ class Client:
                 op_id=op_id,
             )
             self._learn_target()
+        except AlreadyApplied:
+            # only a caller's own id can repeat (ours are random): the retry of an applied call
+            return Change("", "applied", self.get(task_id))
         except BackendUnavailable as e:
+            if not self._journaling:
+                raise
             before = self._local(task_id)
             running = model.running_index(before)
             # the step it is made for: a replay applies it to that step or keeps it apart
@@ -214,6 +252,14 @@ class Client:
     def error(self, task_id: str, message: str) -> Change:
         return self.update(task_id, "error", message)
 
+    def wait(self, task_id: str, question: str) -> Change:
+        """The task waits for a person's answer to ``question``: never stalled meanwhile; the
+        next ``next``, ``done`` or ``error`` ends the wait (heartbeats keep it)."""
+        return self.update(task_id, "wait", question)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), self.settings.tz)
+
     @contextmanager
     def track(
         self, name: str, steps: list[str], *, stall: float | None = None
@@ -231,6 +277,10 @@ class Client:
 
     # -- reads ---------------------------------------------------------------------------
 
+    def ping(self) -> None:
+        """Returns when Redis answers; raises BackendUnavailable (or BackendRefused) if not."""
+        self.store.ping()
+
     def get(self, task_id: str) -> Task:
         model.check_id(task_id)  # refused before the journal is replayed: before any change
         self._replay_journal()
@@ -246,7 +296,7 @@ class Client:
         tasks = self._status(view, limit)
         total = len(tasks)
         if limit and total >= limit:
-            since = None if view == "all" else int(time.time() * 1000) - RECENT_SECONDS * 1000
+            since = None if view == "all" else int(self.clock() * 1000) - RECENT_SECONDS * 1000
             if view in ("running", "stalled"):
                 total = max(total, self.store.count("running"))
             elif view == "all":
@@ -261,7 +311,7 @@ class Client:
         if limit < 0:
             raise BadValue("limit must be 0 (no limit) or more")
         self._replay_journal()
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         if view == "all":
             tasks = self.store.recent(limit)
         elif view == "running":
@@ -279,10 +329,28 @@ class Client:
         return self.derive_stalled(tasks)
 
     def derive_stalled(self, tasks: list[Task]) -> list[Task]:
-        now = datetime.now(self.settings.tz)
+        """Set what depends on the time of reading: ``stalled``, and the eta's seconds left."""
+        now = self._now()
         for t in tasks:
             t["stalled"] = model.is_stalled(t, now, self.settings.stall_seconds)
+            model.refresh_eta(t, now)
         return tasks
+
+    def history(self, name: str | None = None) -> list[dict]:
+        """Per step of tasks named ``name`` (all tasks without it), what ETAs and learned
+        stall times are based on: runs, median and p95 duration and longest quiet spell
+        (seconds), by task name then step name."""
+        if name is not None:
+            name = model.check_name(name)
+        rows = []
+        for (task_name, step), runs in sorted(self.store.history(name).items()):
+            if runs:
+                stats = model.step_stats(runs)
+                rows.append(
+                    {"taskName": task_name, "step": step, "runs": stats.pop("runs")}
+                    | {k: v / 1000 for k, v in stats.items()}
+                )
+        return rows
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -338,6 +406,7 @@ class Client:
                 continue
             task["namespace"] = self.settings.namespace
             task["stallSeconds"] = task["stallSeconds"] or self.settings.stall_seconds
+            task["stallAfter"] = task["stallAfter"] or task["stallSeconds"]
             task["stalled"] = False
             if updated_ms + retention_ms <= now_ms:
                 report.expired += 1
@@ -424,7 +493,7 @@ class Client:
         return self.journal.conflicts()
 
     def _replay_journal(self) -> None:
-        if self.journal:  # one stat per call when there is nothing to replay
+        if self._journaling and self.journal:  # one stat per call when there is nothing to replay
             replayed = self.replay().applied
             if replayed:
                 self.warn(f"replayed {replayed} update(s) kept while Redis was unreachable")
@@ -434,7 +503,12 @@ class Client:
         ``conflicts``, with why)."""
         try:
             if e["op"] == "create":
-                self.store.create(e["task"], e["nowMs"], self.settings.retention_seconds)
+                self.store.create(
+                    e["task"],
+                    e["nowMs"],
+                    self.settings.retention_seconds,
+                    adaptive=e.get("adaptive", True),
+                )
             else:
                 self.store.update(
                     e["taskId"],
@@ -606,6 +680,9 @@ class TaskHandle:
 
     def error(self, message: str) -> Change:
         return self._do("error", message)
+
+    def wait(self, question: str) -> Change:
+        return self._do("wait", question)
 
 
 def _ms(moment: datetime) -> int:

@@ -89,7 +89,7 @@ class Entries:
 def parse_entries(entries: Any) -> Entries:
     events, bad, gone = [], [], []
     for entry in entries or []:
-        if entry is None:
+        if entry is None or entry[0] is None:  # Redis 6.2: deleted while pending (no id)
             continue
         entry_id, fields = entry
         if not fields:  # trimmed from the stream while pending: nothing to deliver
@@ -150,7 +150,23 @@ class Feed:
             reply = self.client.xautoclaim(
                 self.keys.events, self.group, self.consumer, min_idle_ms, "0-0", count=count
             )
-        return self._parsed(reply[1])
+        got = self._parsed(reply[1])
+        if any(entry is None or entry[0] is None for entry in reply[1]):
+            self._ack_deleted(got.events, count)
+        return got
+
+    def _ack_deleted(self, live: list[Event], count: int) -> None:
+        # Redis 6.2 claims an entry deleted from the stream while pending as a bare nil, without
+        # its id, and keeps it pending for good; 7.0+ and Valkey drop it themselves. So on 6.2:
+        # find this consumer's pending ids that are gone from the stream, and ack them.
+        k, have = self.keys, {e.id for e in live}
+        with redis_errors():
+            pending = self.client.xpending_range(
+                k.events, self.group, "-", "+", count, consumername=self.consumer
+            )
+            ids = [p["message_id"] for p in pending if p["message_id"] not in have]
+            gone = [i for i in ids if not self.client.xrange(k.events, i, i)]
+        self.ack(gone)
 
     def ack(self, ids: list[str]) -> None:
         if ids:
@@ -280,3 +296,47 @@ def _listen(client: Any, channel: str, tick: float, sharded: bool) -> Iterator[E
         finally:
             if sub is not None:
                 sub.close()
+
+
+# -- the stream read from a position (the web server's one reader, and pages resuming) -----
+# ``client`` is a redis-py client (``pulse.connection.redis_client``) with str replies: a
+# long-lived reader, not the per-step path.
+
+
+def last_event_id(client: Any, namespace: str) -> str:
+    """The id of the namespace's newest event, or "0-0" when the stream is empty."""
+    newest = client.xrevrange(Keys(namespace).events, "+", "-", count=1)
+    return newest[0][0] if newest else "0-0"
+
+
+def entries_after(
+    client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    """Up to ``count`` stream entries (id, fields: kind, at, task as JSON text) with ids after
+    ``after``, oldest first. With ``block_ms``, waits that long for the first one (XREAD
+    BLOCK); without, answers at once (XRANGE)."""
+    key = Keys(namespace).events
+    if block_ms is None:
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(
+            key, f"({after}", "+", count=count
+        )
+        return entries
+    reply = client.xread({key: after}, count=count, block=block_ms)
+    return reply[0][1] if reply else []
+
+
+def events_after(
+    client: Any, namespace: str, after: str, *, count: int = 500, block_ms: int | None = None
+) -> list[Event]:
+    """``entries_after`` as Events (the snapshot normalized)."""
+    return [
+        Event(i, f["kind"], f.get("at", ""), model.normalize(json.loads(f["task"])))
+        for i, f in entries_after(client, namespace, after, count=count, block_ms=block_ms)
+    ]
+
+
+def valid_event_id(text: str) -> bool:
+    """Whether ``text`` reads as a stream id (``MS-SEQ`` or ``MS``), as a resuming client
+    sends it back."""
+    ms, _, seq = text.partition("-")
+    return ms.isdigit() and len(ms) <= 20 and (not seq or (seq.isdigit() and len(seq) <= 20))

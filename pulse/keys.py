@@ -15,6 +15,13 @@ DEFAULT_HEARTBEAT_PUSH_SECONDS = 30.0
 # The event stream is a transport, not the record (the task hashes and the mirror are):
 # an approximate cap keeps XADD O(1) while holding days of events for a slow relay.
 STREAM_MAXLEN = 100_000
+# Step history (ETA and learned stall times): runs kept per (task name, step name), how many
+# such histories a namespace keeps (step names with numbers in them must not fill Redis),
+# how long an unused one stays, and the fewest past runs anything is learned from.
+HISTORY_RUNS = 50
+HISTORY_CAP = 2000
+HISTORY_TTL_SECONDS = 30 * 86400
+HISTORY_MIN_RUNS = 3
 
 
 class Keys:
@@ -76,6 +83,18 @@ class Keys:
     def dead(self) -> str:
         """Stream of pushes a sink failed to deliver after its last try."""
         return f"{self.prefix}dead"
+
+    @property
+    def history(self) -> str:
+        """Hash of step histories, a field per (task name, step name): see
+        ``scripts/include/history.lua``."""
+        return f"{self.prefix}history"
+
+    @property
+    def history_used(self) -> str:
+        """Sorted set of the history hash's fields, scored by when a run was last added (ms),
+        to drop unused and least recently used histories."""
+        return f"{self.prefix}history:used"
 
     @property
     def channel(self) -> str:

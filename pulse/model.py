@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .errors import AmbiguousId, BadValue, StepConflict, TaskFinished, TaskNotFound
+from .keys import HISTORY_MIN_RUNS, HISTORY_RUNS
 from .render import clean
 
-OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error")
+OPS: tuple[str, ...] = ("next", "heartbeat", "done", "error", "wait")
 
 # Size caps. Names and ids are refused past them (they become keys, file names and headings);
 # free text is cut with a visible mark, so a runaway log line never fills Redis or a chat.
@@ -65,11 +66,21 @@ if TYPE_CHECKING:
         host: str | None
         agent: str | None
         stallSeconds: int
+        waiting: bool
+        question: str | None
+        stallAfter: int
+        eta: Eta | None
+
+    class Eta(TypedDict):
+        remainingSeconds: int
+        finishAt: str
+        runs: int
 
 
 FIELDS = (
     "taskId", "taskName", "status", "stalled", "startedAt", "updatedAt", "finishedAt", "steps",
-    "error", "result", "version", "namespace", "host", "agent", "stallSeconds",
+    "error", "result", "version", "namespace", "host", "agent", "stallSeconds", "waiting",
+    "question", "stallAfter", "eta",
 )  # fmt: skip
 
 
@@ -234,6 +245,10 @@ def new_task(
         "host": host,
         "agent": agent,
         "stallSeconds": stall_seconds,
+        "waiting": False,
+        "question": None,
+        "stallAfter": stall_seconds,
+        "eta": None,
     }
 
 
@@ -258,13 +273,24 @@ def apply(
     agent: str | None = None,
     *,
     step: int | None = None,
+    pace: dict[str, Any] | None = None,
+    history: dict[str, list[list[int]]] | None = None,
+    now_ms: int | None = None,
+    min_runs: int = HISTORY_MIN_RUNS,
+    keep: int = HISTORY_RUNS,
 ) -> tuple[Task, str]:
     """The task after ``op``, and the event kind it emits. Same rules as update.lua.
 
     ``step``: the 1-based index of the step the update was made for (a journaled update);
     ``next`` and ``heartbeat`` then apply only while that step runs, else StepConflict. A
     task's time never goes back: ``now`` before its ``updatedAt`` (an update made offline,
-    replayed after another host's) is stamped with ``updatedAt``."""
+    replayed after another host's) is stamped with ``updatedAt``.
+
+    With ``pace`` (the running step's hidden state, see ``new_pace``), ``history`` and
+    ``now_ms``, also what update.lua learns and records: both are changed in place, and the
+    task gets its stallAfter and eta. Without them (an update journaled while Redis is
+    unreachable) only ``waiting`` and ``question`` follow the update.
+    """
     if task["status"] != "running":
         raise TaskFinished(f"task {task['taskId']} is already {task['status']}")
     t: Any = normalize(task)
@@ -300,13 +326,17 @@ def apply(
         if step is not None:
             _finish_step(step, "error", now, None)
         t.update(status="error", finishedAt=now, error=message)
-    else:
+    elif op != "wait":  # a wait changes only what pace_update sets
         raise BadValue(f"unknown update {op!r}")
     t["updatedAt"] = now
     t["version"] += 1
     t["stalled"] = False
     if agent:
         t["agent"] = agent
+    if pace is None or history is None or now_ms is None:
+        _wait_flags(t, op, message)
+    else:
+        pace_update(pace, t, op, i, message, now, now_ms, history, keep=keep, min_runs=min_runs)
     return t, kind
 
 
@@ -376,6 +406,10 @@ def normalize(raw: Mapping[str, Any], *, namespace: str | None = None) -> Task:
         "host": raw.get("host"),
         "agent": raw.get("agent"),
         "stallSeconds": _whole(raw, "stallSeconds") or None,
+        "waiting": bool(raw.get("waiting", False)),
+        "question": raw.get("question"),
+        "stallAfter": _whole(raw, "stallAfter") or _whole(raw, "stallSeconds") or None,
+        "eta": raw.get("eta") or None,
     }
     return task  # type: ignore[return-value]
 
@@ -430,8 +464,157 @@ def iso(moment: datetime) -> str:
 
 
 def is_stalled(task: Task, now: datetime, default_stall: int) -> bool:
-    """Running and quiet for longer than its stallSeconds."""
-    if task["status"] != "running":
+    """Running, not waiting for a person, and quiet for longer than its stallAfter."""
+    if task["status"] != "running" or task.get("waiting"):
         return False
     quiet = (now - parse_time(task["updatedAt"])).total_seconds()
-    return quiet > (task.get("stallSeconds") or default_stall)
+    return quiet > (task.get("stallAfter") or task.get("stallSeconds") or default_stall)
+
+
+# -- history, waiting and the ETA ---------------------------------------------------------
+# The same rules as scripts/include/history.lua, on integer ms so both round alike. A step
+# history is a list of [duration ms, longest quiet spell ms], oldest first; the pace is the
+# running step's hidden state the scripts keep in the task hash (fields named alike).
+
+
+def history_field(name: str, step: str) -> str:
+    """The history hash's field of (task name, step name): names hold no control characters."""
+    return f"{name}\n{step}"
+
+
+def median_ms(values: list[int]) -> int:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) // 2
+
+
+def p95_ms(values: list[int]) -> int:
+    """The 95th percentile by nearest rank: the smallest value at least 95% are not above."""
+    v = sorted(values)
+    return v[(95 * len(v) + 99) // 100 - 1]
+
+
+def step_stats(samples: list[list[int]]) -> dict[str, int]:
+    """runs, median and p95 duration, median and p95 longest quiet spell (ms) of a history."""
+    durations = [d for d, _ in samples]
+    quiet = [q for _, q in samples]
+    return {
+        "runs": len(samples),
+        "median": median_ms(durations),
+        "p95": p95_ms(durations),
+        "quietMedian": median_ms(quiet),
+        "quietP95": p95_ms(quiet),
+    }
+
+
+def learned_stall(stall_seconds: int, quiet_samples: list[int]) -> int:
+    """stallAfter: the larger of stallSeconds and 1.5 x the p95 quiet spell, whole seconds up."""
+    return max(stall_seconds, (3 * p95_ms(quiet_samples) + 1999) // 2000)
+
+
+def new_pace(*, adaptive: bool = True) -> dict[str, Any]:
+    return {
+        "adaptive": adaptive, "after": None, "sstart": None, "qlast": None, "qmax": 0,
+        "paused": 0, "waitfrom": None, "med": None, "ahead": None, "runs": None,
+    }  # fmt: skip
+
+
+def pace_start(
+    pace: dict[str, Any],
+    task: Task,
+    j: int,
+    now_ms: int,
+    history: dict[str, list[list[int]]],
+    min_runs: int = HISTORY_MIN_RUNS,
+) -> None:
+    """Step ``j`` (0-based) starts now: what history knows of it and of the steps after."""
+    name = task["taskName"]
+    known = [history.get(history_field(name, s["name"])) for s in task["steps"][j:]]
+    after = task["stallSeconds"]
+    first = known[0]
+    if pace["adaptive"] and first and len(first) >= min_runs:
+        after = learned_stall(after, [q for _, q in first])
+    med = ahead = runs = None
+    if all(h and len(h) >= min_runs for h in known):
+        med = median_ms([d for d, _ in known[0]])  # type: ignore[index,union-attr]
+        ahead = sum(median_ms([d for d, _ in h]) for h in known[1:])  # type: ignore[union-attr,misc]
+        runs = min(len(h) for h in known)  # type: ignore[arg-type]
+    pace.update(
+        sstart=now_ms, qlast=now_ms, qmax=0, paused=0, waitfrom=None,
+        after=after, med=med, ahead=ahead, runs=runs,
+    )  # fmt: skip
+    task["stallAfter"] = after
+
+
+def pace_eta(pace: dict[str, Any], task: Task, now: str, now_ms: int) -> None:
+    """The task's eta as of now (null unless history knows every step ahead)."""
+    if task["status"] != "running" or pace["ahead"] is None or pace["sstart"] is None:
+        task["eta"] = None
+        return
+    ran = now_ms - pace["sstart"] - pace["paused"]
+    if pace["waitfrom"] is not None:
+        ran -= now_ms - pace["waitfrom"]
+    remaining = (pace["ahead"] + max(0, pace["med"] - ran) + 500) // 1000
+    finish = iso(parse_time(now) + timedelta(seconds=remaining))
+    task["eta"] = {"remainingSeconds": remaining, "finishAt": finish, "runs": pace["runs"]}
+
+
+def pace_update(
+    pace: dict[str, Any],
+    task: Task,
+    op: str,
+    i: int | None,
+    message: str | None,
+    now: str,
+    now_ms: int,
+    history: dict[str, list[list[int]]],
+    *,
+    keep: int = HISTORY_RUNS,
+    min_runs: int = HISTORY_MIN_RUNS,
+) -> None:
+    """One update at ``now_ms`` after the snapshot's own transition (``i``: the step running
+    before it): the finished step's run into the history, a wait begun or ended, and the
+    task's waiting, question, stallAfter and eta. Time waited counts neither as the step's
+    duration nor as quiet; heartbeats end a quiet spell but not a wait."""
+    was_waiting = bool(task.get("waiting"))
+    if op == "wait" and not was_waiting:
+        pace["waitfrom"] = now_ms
+    elif op not in ("wait", "heartbeat"):
+        if was_waiting:
+            waitfrom = pace["waitfrom"]
+            pace["paused"] += now_ms - (now_ms if waitfrom is None else waitfrom)
+        pace["waitfrom"] = None
+    _wait_flags(task, op, message)
+    if not was_waiting and pace["qlast"] is not None:
+        pace["qmax"] = max(pace["qmax"], now_ms - pace["qlast"])
+    pace["qlast"] = now_ms
+    steps = task["steps"]
+    if i is not None and pace["sstart"] is not None and steps[i]["status"] == "done":
+        duration = max(0, now_ms - pace["sstart"] - pace["paused"])
+        runs = history.setdefault(history_field(task["taskName"], steps[i]["name"]), [])
+        runs.append([duration, pace["qmax"]])
+        del runs[:-keep]
+    j = running_index(task)
+    if j is not None and j != i:
+        pace_start(pace, task, j, now_ms, history, min_runs)
+    pace_eta(pace, task, now, now_ms)
+
+
+def _wait_flags(task: Task, op: str, message: str | None) -> None:
+    if op == "wait":
+        task["waiting"], task["question"] = True, message
+    elif op != "heartbeat":
+        task["waiting"], task["question"] = False, None
+
+
+def refresh_eta(task: Task, now: datetime) -> None:
+    """The eta's remaining seconds as of ``now`` (read later than the update that set it);
+    a wait holds it where it was."""
+    eta = task.get("eta")
+    if not eta or task["status"] != "running" or task.get("waiting"):
+        return
+    try:
+        left = (parse_time(eta["finishAt"]) - now).total_seconds()
+    except (BadValue, KeyError, TypeError):
+        return
+    eta["remainingSeconds"] = max(0, min(int(eta["remainingSeconds"]), round(left)))

@@ -42,6 +42,12 @@ _PHRASES = {
     "last_update": ("Last update: {time} ({ago} ago)", "最后更新: {time}（{ago}前）"),
     "resumed": ("▶️ [{name}] is moving again", "▶️ 【{name}】恢复运行"),
     "idle": ("no update for {ago}", "已{ago}无更新"),
+    "waiting": ("⏸ [{name}] waiting for you", "⏸ 【{name}】等你回复"),
+    "waits": ("⏸ waiting for you: {text}", "⏸ 等你回复: {text}"),
+    "eta": ("≈ {left} left", "预计还需 {left}"),
+    "sec": ("{n} s", "{n} 秒"),
+    "min": ("{n} min", "{n} 分钟"),
+    "hour": ("{n} h", "{n} 小时"),
     "none": ("no tasks", "没有任务"),
 }
 _WORDS = {lang: {k: v[i] for k, v in _PHRASES.items()} for i, lang in enumerate(("en", "zh"))}
@@ -63,6 +69,33 @@ def format_duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60}m"
     return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def eta_text(task: Snapshot, lang: str = "en") -> str | None:
+    """``≈ 12 min left`` / ``预计还需 12 分钟`` from the task's eta, or None without one.
+
+    Seconds under a minute, whole minutes rounded up to 90 min, then hours and minutes
+    (``≈ 2 h 5 min left``).
+    """
+    eta = task.get("eta")
+    if not isinstance(eta, dict) or task.get("status", "running") != "running":
+        return None
+    try:
+        seconds = max(0, int(eta["remainingSeconds"]))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    w = _words(lang)
+    if seconds < 60:
+        left = w["sec"].format(n=seconds)
+    else:
+        minutes = -(-seconds // 60)
+        if minutes <= 90:
+            left = w["min"].format(n=minutes)
+        else:
+            left = w["hour"].format(n=minutes // 60)
+            if minutes % 60:
+                left += " " + w["min"].format(n=minutes % 60)
+    return w["eta"].format(left=left)
 
 
 def progress_bar(done: int, total: int, width: int = 10) -> str:
@@ -131,6 +164,7 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
             w["step_done"].format(d=d, t=t, step=_text(finished.get("name")))
             + (message and w["paren"].format(text=message)),
             running and f"🔄 → {_text(running.get('name'))}",
+            eta_text(task, lang),
         ]
     elif kind == "heartbeat":
         lines = [_step_line("💓", task, step, d, t)]
@@ -151,6 +185,12 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
             ago = format_duration((now - updated).total_seconds())
             last = w["last_update"].format(time=updated.strftime("%H:%M:%S"), ago=ago)
         lines = [w["stuck"].format(name=name), last, _at_step(step, w, d, t)]
+    elif kind == "wait":
+        lines = [
+            w["waiting"].format(name=name),
+            _text(task.get("question")),
+            _at_step(step, w, d, t),
+        ]
     elif kind == "resume":
         lines = [w["resumed"].format(name=name), step and _step_line("🔄", task, step, d, t)]
     else:
@@ -158,26 +198,13 @@ def render_push(kind: str, task: Snapshot, lang: str = "en", now: datetime | Non
     return _cap(lines)
 
 
-def eta_text(task: Snapshot, lang: str = "en") -> str | None:
-    """``≈ 12 min left`` / ``预计还需 12 分钟`` from the snapshot's ``eta.remainingSeconds``;
-    None when the task has no ETA."""
-    eta = task.get("eta")
-    try:
-        seconds = float(eta["remainingSeconds"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
+def task_url(web_url: str | None, task_id: str) -> str | None:
+    """The task's page on the dashboard (``PULSE_WEB_URL/?task=ID``), or None without one."""
+    if not web_url or not task_id:
         return None
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return None
-    zh = _words(lang) is _WORDS["zh"]
-    if seconds < 90:
-        n = max(int(seconds + 0.5), 1)
-        return f"预计还需 {n} 秒" if zh else f"≈ {n} s left"
-    if seconds < 5400:
-        n = int(seconds / 60 + 0.5)
-        return f"预计还需 {n} 分钟" if zh else f"≈ {n} min left"
-    hours = round(seconds / 3600, 1)
-    n_text = f"{hours:g}"
-    return f"预计还需 {n_text} 小时" if zh else f"≈ {n_text} h left"
+    from urllib.parse import quote
+
+    return f"{web_url.rstrip('/')}/?task={quote(task_id, safe='')}"
 
 
 def render_card(task: Snapshot, lang: str = "en", now: datetime | None = None) -> str:
@@ -227,6 +254,8 @@ def render_cli(kind: str, task: Snapshot, lang: str = "en") -> str:
         return f"[{d}/{t}] {progress_bar(d, t)} → {_text(running.get('name')) if running else '—'}"
     if kind in ("heartbeat", "resume"):  # a heartbeat of a stalled task is emitted as resume
         return _step_line("💓", task, current_step(task), d, t)
+    if kind == "wait":
+        return _step_line("⏸", task, current_step(task), d, t, _text(task.get("question")))
     if kind == "error":
         error = _text(task.get("error"))
         return w["failed"].format(name=_text(task.get("taskName"))) + (error and f": {error}")
@@ -266,6 +295,11 @@ def render_status(tasks: Sequence[Snapshot], lang: str = "en", now: datetime | N
             lines.append("  " + w["result"].format(text=result))
         if status == "error" and error:
             lines.append("  " + w["error"].format(text=error))
+        if status == "running" and task.get("waiting"):
+            lines.append("  " + w["waits"].format(text=_text(task.get("question"))))
+        left = eta_text(task, lang)
+        if left:
+            lines.append("  " + left)
         updated = _parse_time(task.get("updatedAt"))
         if stalled and updated:
             ago = format_duration((now - updated).total_seconds())
@@ -277,6 +311,26 @@ def render_status(tasks: Sequence[Snapshot], lang: str = "en", now: datetime | N
     else:
         summary = f"{n} task{'' if n == 1 else 's'}: {r} running, {dn} done, {e} error, {s} stalled"
     return "\n\n".join(blocks + [summary])
+
+
+def render_history(rows: list[dict], lang: str = "en") -> str:
+    """``pulse history``: a block per task name, a line per step (durations in seconds)."""
+    zh = _words(lang) is _WORDS["zh"]
+    if not rows:
+        return "还没有历史记录" if zh else "no history yet"
+    blocks: dict[str, list[str]] = {}
+    for r in rows:
+        f = format_duration
+        took = f"{f(r['median'])} / p95 {f(r['p95'])}"
+        quiet = f"{f(r['quietMedian'])} / p95 {f(r['quietP95'])}"
+        step = _text(r["step"])
+        if zh:
+            line = f"  {step}: {r['runs']}次, 用时中位 {took}, 最长无更新中位 {quiet}"
+        else:
+            runs = f"{r['runs']} run{'' if r['runs'] == 1 else 's'}"
+            line = f"  {step}: {runs}, took median {took}, longest quiet median {quiet}"
+        blocks.setdefault(_text(r["taskName"]), []).append(line)
+    return "\n\n".join("\n".join([name, *lines]) for name, lines in blocks.items())
 
 
 def _words(lang: str | None) -> dict:
@@ -309,14 +363,17 @@ def _percent(step: dict | None) -> int | None:
     return int(min(max(value, 0.0), 100.0) + 0.5)
 
 
-def _step_line(icon: str, task: Snapshot, step: dict | None, d: int, t: int) -> str:
+def _step_line(
+    icon: str, task: Snapshot, step: dict | None, d: int, t: int, message: str | None = None
+) -> str:
     """``💓 [1/3] build ████░░░░░░ 40%: message``; the bar only when the step reports progress."""
     label = _text(step.get("name")) if step else _text(task.get("taskName"))
     line = f"{icon} [{d}/{t}] {label}"
     percent = _percent(step)
     if percent is not None:
         line += f" {progress_bar(percent, 100)} {percent}%"
-    message = _text(step.get("message")) if step else ""
+    if message is None:
+        message = _text(step.get("message")) if step else ""
     return line + (message and f": {message}")
 
 

@@ -123,9 +123,28 @@ def _number(
     return default
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise BadValue(f"{name}={raw!r} must be 1 or 0")
+
+
 def _lang(env: Mapping[str, str]) -> str:
     lang = env.get("PULSE_LANG") or env.get("LC_ALL") or env.get("LANG") or ""
     return "zh" if lang.lower().startswith("zh") else "en"
+
+
+def _web_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not re.match(r"^https?://[^\s/?#]+[^\s?#]*\Z", value):
+        raise BadValue(f"PULSE_WEB_URL={value!r} is not an http:// or https:// address")
+    return value.rstrip("/")
 
 
 class Settings:
@@ -134,6 +153,8 @@ class Settings:
     __slots__ = (
         "redis_url", "namespace", "dir", "tz", "stall_seconds", "retention_days", "lang",
         "agent", "sinks", "heartbeat_push_seconds", "telegram_api", "discord_api",
+        "web_url",
+        "adaptive_stall",
     )  # fmt: skip
 
     def __init__(
@@ -151,6 +172,8 @@ class Settings:
         heartbeat_push_seconds: float = keys.DEFAULT_HEARTBEAT_PUSH_SECONDS,
         telegram_api: str = "https://api.telegram.org",
         discord_api: str = "https://discord.com/api",
+        web_url: str | None = None,
+        adaptive_stall: bool = True,
     ) -> None:
         self.redis_url = redis_url
         self.namespace = namespace
@@ -164,6 +187,8 @@ class Settings:
         self.heartbeat_push_seconds = heartbeat_push_seconds
         self.telegram_api = telegram_api
         self.discord_api = discord_api
+        self.web_url = web_url  # where `pulse web` is reached: pushes link to each task
+        self.adaptive_stall = adaptive_stall
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed."""
@@ -207,4 +232,6 @@ class Settings:
             ),
             telegram_api=(env.get("PULSE_TELEGRAM_API") or "https://api.telegram.org").rstrip("/"),
             discord_api=(env.get("PULSE_DISCORD_API") or "https://discord.com/api").rstrip("/"),
+            web_url=_web_url(env.get("PULSE_WEB_URL")),
+            adaptive_stall=_flag(env, "PULSE_ADAPTIVE_STALL", True),
         )

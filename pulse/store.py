@@ -19,7 +19,14 @@ from .errors import (
     VersionMismatch,
     reply_code,
 )
-from .keys import STREAM_MAXLEN, Keys
+from .keys import (
+    HISTORY_CAP,
+    HISTORY_MIN_RUNS,
+    HISTORY_RUNS,
+    HISTORY_TTL_SECONDS,
+    STREAM_MAXLEN,
+    Keys,
+)
 from .scripts import Script
 from .transport import ReplyError, publish_command
 
@@ -52,6 +59,10 @@ class Change:
 
     def __repr__(self) -> str:
         return f"Change({self.event_id!r}, {self.kind!r}, {self.task['taskId']!r})"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _task(snap: str) -> Task:
@@ -97,7 +108,9 @@ class Store:
 
     # -- changes -------------------------------------------------------------------------
 
-    def create(self, task: Task, now_ms: int, ttl: int) -> Change:
+    def create(self, task: Task, now_ms: int, ttl: int, *, adaptive: bool = True) -> Change:
+        """Store a new task; its first step's stallAfter (learned unless not ``adaptive``)
+        and its eta come from the step history."""
         k, task_id = self.keys, task["taskId"]
         snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
         args = [
@@ -110,10 +123,14 @@ class Store:
             self.stream_maxlen,
             k.channel,
             self.publish,  # ARGV[9]
+            "1" if adaptive else "0",
+            HISTORY_MIN_RUNS,
         ]
         try:
             sid, snap = _CREATE(
-                self.conn, [k.task(task_id), k.updated, k.running, k.ids, k.events], args
+                self.conn,
+                [k.task(task_id), k.updated, k.running, k.ids, k.events, k.history],
+                args,
             )
         except ReplyError as e:
             raise _fail(e, task_id) from None
@@ -155,6 +172,10 @@ class Store:
             op_id,
             "" if step is None else step,
             self.publish,  # ARGV[14]
+            HISTORY_RUNS,
+            HISTORY_CAP,
+            HISTORY_TTL_SECONDS,
+            HISTORY_MIN_RUNS,
         ]
         try:
             return self._update(task_id, args)
@@ -166,7 +187,9 @@ class Store:
         k = self.keys
         try:
             sid, kind, snap = _UPDATE(
-                self.conn, [k.task(task_id), k.updated, k.running, k.events], args
+                self.conn,
+                [k.task(task_id), k.updated, k.running, k.events, k.history, k.history_used],
+                args,
             )
         except ReplyError as e:
             raise _fail(e, task_id) from None
@@ -315,6 +338,21 @@ class Store:
         O(log n) in the running index, never a scan of all tasks."""
         return self._call("ZRANGEBYSCORE", self.keys.running, "-inf", now_ms, "LIMIT", 0, limit)
 
+    def history(self, name: str | None = None) -> dict[tuple[str, str], list[list[int]]]:
+        """Step histories, of tasks named ``name`` or all: (task name, step name) -> runs of
+        [duration ms, longest quiet spell ms], oldest first."""
+        got: dict[tuple[str, str], list[list[int]]] = {}
+        cursor, pattern = 0, "*" if name is None else _glob_escape(name) + "\n*"
+        while True:
+            cursor, flat = self._call(
+                "HSCAN", self.keys.history, cursor, "MATCH", pattern, "COUNT", 500
+            )
+            for field, raw in zip(flat[::2], flat[1::2], strict=True):
+                task_name, _, step = field.partition("\n")
+                got[task_name, step] = json.loads(raw)
+            if int(cursor) == 0:
+                return got
+
     def updated_until(self, until_ms: int) -> list[str]:
         return self._call("ZRANGEBYSCORE", self.keys.updated, "-inf", until_ms)
 
@@ -339,6 +377,9 @@ class Store:
             (cmd, key, *task_ids)
             for cmd, key in (("ZREM", k.updated), ("ZREM", k.running), ("ZREM", k.ids))
         ]
+
+    def ping(self) -> None:
+        self._call("PING")
 
     def _call(self, *args: Any) -> Any:
         try:

@@ -166,6 +166,8 @@ def test_every_pulse_verb_works_for_the_agent_user(agent_env, server, tmp_path):
     mark_stalled(worker, NS, time.time() + 3600, timezone.utc)
     ok(env, "heartbeat", first, "back")
     assert json.loads(ok(env, "status", first, "--json"))["stalled"] is False
+    ok(env, "wait", first, "go on?")
+    assert json.loads(ok(env, "history", "deploy", "--json"))["steps"][0]["step"] == "build"
 
     # an update kept while Redis could not be reached, then replayed by sync
     with server.unreachable():
@@ -315,6 +317,8 @@ def agent_session(server: RedisProc, user_url: str, folder: Path) -> None:
         client.heartbeat(task.id[:-2], "going", 10)  # a prefix: ZRANGEBYLEX
         mark_stalled(worker, NS, time.time() + 3600, timezone.utc)
         task.heartbeat("resumed")  # HDEL of the stall mark
+        task.wait("go on?")
+        assert client.history("deploy")  # HSCAN of the step history
         for view in ("default", "running", "stalled", "all"):
             client.status(view)
         client.get(task.id)
@@ -364,6 +368,12 @@ def worker_session(server: RedisProc, user_url: str, folder: Path) -> None:
     feed.ack([e.id for e in events])
     feed.lag()
     state.park("mirror:mirror", "bad", "1-0", {"kind": "x"})
+    # pulse web: its stream reader and where a resuming page left off
+    from pulse.events import events_after, last_event_id
+
+    assert last_event_id(client, NS) != "0-0"
+    assert events_after(client, NS, "0-0", block_ms=10)
+    assert events_after(client, NS, "0-0")
 
 
 @pytest.mark.parametrize(

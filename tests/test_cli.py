@@ -31,6 +31,10 @@ SNAPSHOT_FIELDS = {
     "host",
     "agent",
     "stallSeconds",
+    "waiting",
+    "question",
+    "stallAfter",
+    "eta",
 }
 EVENTS = "pulse:{test}:events"
 
@@ -493,6 +497,9 @@ PARITY = [
     ["create", "--json", "deploy", "build", "ship"],
     ["--lang", "zh", "create", "部署", "构建", "发布", "--push"],
     ["create", "deploy", "build", "--stall=5", "--json", "--push"],
+    ["wait", "{id}", "apply", "to", "prod?"],
+    ["wait", "{id}", "--push", "ok?"],
+    ["--lang", "zh", "wait", "{id}", "--json", "--push", "好吗"],
 ]
 
 
@@ -538,6 +545,7 @@ def test_fast_parser_and_click_app_print_the_same(argv, pulse_env, monkeypatch, 
     [
         ["next"],
         ["error", "some-id"],
+        ["wait", "some-id"],
         ["create", "name-only"],
         ["heartbeat", "some-id", "--progress"],
         ["heartbeat", "some-id", "--progress", "abc"],

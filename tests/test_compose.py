@@ -155,7 +155,7 @@ def test_compose_file_without_passwords_is_refused(env_example: dict[str, str]) 
 
 def test_stack_has_what_an_operator_needs(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "relay", "mirror"}
+    assert set(services) == {"redis", "relay", "mirror", "web"}
     for name, svc in services.items():
         assert svc["restart"] == "unless-stopped", name
         assert "container_name" not in svc, f"{name} could not be scaled"
@@ -291,7 +291,7 @@ def test_docker_compose_config_accepts_the_stack(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     resolved = yaml.safe_load(run.stdout)
-    assert set(resolved["services"]) == {"redis", "relay", "mirror"}
+    assert set(resolved["services"]) == {"redis", "relay", "mirror", "web"}
     assert "@redis:6379/0" in resolved["services"]["relay"]["environment"]["PULSE_REDIS_URL"]
 
     no_password = tmp_path / "env"

@@ -77,3 +77,20 @@ def test_a_stall_is_marked_once(raw, conn):
 def test_entry_order():
     assert entry_order("10-2") < entry_order("10-10") < entry_order("11-0")
     assert sorted(["9-1", "10-0", "9-10"], key=entry_order) == ["9-1", "9-10", "10-0"]
+
+
+def test_entries_deleted_while_pending_are_dropped_on_takeover(conn, raw):
+    # Servers differ here: Redis 6.2's XAUTOCLAIM returns a deleted entry as (id, nil) and
+    # keeps it pending until acked; Redis 7.0+ and Valkey leave it out and drop it themselves.
+    # Either way a takeover gets the live entries only, and nothing deleted stays pending.
+    store = Store(conn, NS)  # type: ignore[arg-type]
+    dead = Feed(raw, NS, "relay:one", "dead")
+    dead.ensure_group("0")
+    for name in ("a", "b", "c"):
+        create(store, name)
+    given = dead.read(10).events  # then the consumer dies without acking
+    raw.xdel(f"pulse:{{{NS}}}:events", given[1].id)  # trimmed away meanwhile
+    taker = Feed(raw, NS, "relay:one", "taker")
+    got = taker.autoclaim(0, 10).events
+    assert [e.id for e in got] == [given[0].id, given[2].id]
+    assert taker.lag()["pending"] == 2

@@ -19,6 +19,12 @@ HEAVY = (
     "inspect",
     "subprocess",
     "workers",
+    # the web stack: only `pulse web` loads it
+    "pulse.web",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "anyio",
     "pulse_workers",
 )
 
@@ -42,6 +48,14 @@ def test_pulse_never_imports_workers():
     assert out.stdout.strip() == "False"
 
 
+def test_only_the_web_verb_loads_the_web_stack():
+    code = (
+        "import sys, pulse.cli.app, pulse.client, pulse.events\n"
+        "print(sorted(m for m in ('pulse.web', 'starlette', 'uvicorn', 'prometheus_client')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 def test_the_workers_api_loads_lazily():
     """``import pulse`` (every CLI call) loads none of what the workers take from it."""
     code = (

@@ -159,6 +159,32 @@ def test_normalize_loads_a_seed_skill_file():
     assert t["version"] == 1 and t["namespace"] == "default" and t["result"] is None
 
 
+def test_is_stalled_uses_the_learned_stall_time_and_never_while_waiting():
+    at = model.parse_time(NOW)
+    learned = {**make(), "stallAfter": 900}
+    assert not model.is_stalled(learned, at + timedelta(seconds=900), 180)
+    assert model.is_stalled(learned, at + timedelta(seconds=901), 180)
+    waiting, kind = model.apply(make(), "wait", NOW, "apply to prod?")
+    assert kind == "wait" and waiting["waiting"] and waiting["question"] == "apply to prod?"
+    assert not model.is_stalled(waiting, at + timedelta(days=1), 180)
+    beat, _ = model.apply(waiting, "heartbeat", NOW)
+    assert beat["waiting"] and beat["question"] == "apply to prod?"
+    answered, _ = model.apply(beat, "next", NOW)
+    assert not answered["waiting"] and answered["question"] is None
+
+
+def test_refresh_eta_counts_down_to_the_finish_time_but_not_while_waiting():
+    eta = {"remainingSeconds": 600, "finishAt": "2026-01-01T00:10:00+00:00", "runs": 3}
+    task = {**make(), "eta": dict(eta)}
+    model.refresh_eta(task, model.parse_time("2026-01-01T00:04:00+00:00"))
+    assert task["eta"]["remainingSeconds"] == 360
+    model.refresh_eta(task, model.parse_time("2026-01-01T01:00:00+00:00"))
+    assert task["eta"]["remainingSeconds"] == 0
+    waiting = {**make(), "eta": dict(eta), "waiting": True}
+    model.refresh_eta(waiting, model.parse_time("2026-01-01T00:04:00+00:00"))
+    assert waiting["eta"]["remainingSeconds"] == 600
+
+
 # -- ids that fit file names, invisible characters -----------------------------------------
 
 

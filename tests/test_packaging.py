@@ -90,7 +90,8 @@ def pip_pick(python: str, platform: str, wanted: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="pulse-pip-") as tmp:
         report = Path(tmp) / "report.json"
         command = [
-            sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--no-deps",
+            sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check",
+            "install", "--dry-run", "--no-deps",
             "--ignore-installed", "--only-binary=:all:", "--index-url", "https://pypi.org/simple",
             "--python-version", python,
             *(f"--platform={tag}" for tag in platform_tags(platform)),
@@ -100,8 +101,9 @@ def pip_pick(python: str, platform: str, wanted: list[str]) -> list[dict]:
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode:
-            if any(word in done.stderr for word in OFFLINE):
-                raise Offline(done.stderr.strip().splitlines()[-1])
+            offline = [line for line in done.stderr.splitlines() if any(w in line for w in OFFLINE)]
+            if offline:
+                raise Offline(offline[-1].strip()[:300])
             errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
             raise AssertionError(f"Python {python} on {platform}: {' '.join(errors)}")
         return json.loads(report.read_text())["install"]

@@ -105,3 +105,18 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
 @pytest.mark.parametrize("kind", ["create", "next", "heartbeat", "done", "error", "stall"])
 def test_every_push_kind_built_is_shown(kind: str) -> None:
     assert re.search(rf"^{kind}:\s", section("Push texts"), re.M)
+
+
+def test_the_options_named_for_each_built_verb_exist() -> None:
+    rows = table_rows(section("The `pulse` command"))
+    for row in rows:
+        if PLANNED in row:
+            continue
+        usage = row.split("`")[1]
+        verb, options = usage.split()[0], set(re.findall(r"--[a-z][a-z-]*", usage))
+        shown = help_text("-m", "pulse", verb)
+        missing = {o for o in options if o not in shown}
+        assert missing == set(), f"`pulse {verb}` has no {missing}"
+    intro = section("The `pulse` command").split("|", 1)[0]
+    top = help_text("-m", "pulse")
+    assert all(o in top for o in re.findall(r"--[a-z][a-z-]*", intro.split("VERB")[0]))

@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SKILL = ROOT / "SKILL.md"
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```\s*$", re.M | re.S)
 MARK = "@@pulse-doc-line {}@@"
-PUSH_ICONS = ("🚀", "✅", "💓", "🎉", "❌", "⚠️", "▶️")
+PUSH_ICONS = ("🚀", "✅", "💓", "🎉", "❌", "⚠️", "▶️", "⏸")
 # what the first line of each verb's plain output looks like
 FIRST_LINE = {
     "next": r"^(\[\d+/\d+\] |🎉)",
     "heartbeat": r"^💓 \[\d+/\d+\]",
+    "wait": r"^⏸ \[\d+/\d+\]",
+    "history": r"^(Deploy site|no history yet)",
     "done": r"^🎉 ",
     "error": r"^❌ ",
     "status": r"^(🔄|✅|❌|⚠️|no tasks)",

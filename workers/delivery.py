@@ -41,6 +41,7 @@ def attempt(sink: Sink, event: Event, lang: str) -> Outcome:
     except SinkError as e:
         return Outcome(False, time.monotonic() - start, str(e), e.permanent, e.retry_after)
     except Exception as e:  # noqa: BLE001 - one bad push must not stop its lane
-        log.exception("%s: failed on %s", sink.name, event.id)
-        return Outcome(False, time.monotonic() - start, f"{type(e).__name__}: {e}", True)
+        error = f"{type(e).__name__}: {e}"
+        log.warning("%s: %s %s cannot be pushed: %s", sink.name, event.kind, event.id, error)
+        return Outcome(False, time.monotonic() - start, error, True)
     return Outcome(True, time.monotonic() - start)

@@ -145,7 +145,8 @@ class Lane(threading.Thread):
         delay = 0.1
         while not self.stopping.is_set():
             try:
-                if self.policy.waiting > _BACKLOG or not self.valid():
+                held = self.policy.waiting + self._inbox.qsize() * c.batch  # read, not yet taken
+                if held > _BACKLOG or not self.valid():
                     self.stopping.wait(0.05)
                     continue
                 got, last = self.state.read_new(self.token, c.group, c.consumer, c.batch)

@@ -131,14 +131,19 @@ class Relay:
     def run(self, stopping: threading.Event) -> Stats:
         """Stand by, be active while holding the lease, until ``stopping`` is set."""
         poll = min(0.25, self.config.lease_seconds / 10)
+        said = ""  # the last trouble logged: one line per outage, not four a second
         try:
             while not stopping.is_set():
                 try:
                     if self.lease.take():
+                        said = ""
                         self._active(stopping)
                         continue
+                    said = ""
                 except PulseError as e:
-                    log.warning("%s: %s; retrying", self.namespace, e)
+                    if str(e) != said:
+                        log.warning("%s: %s; retrying", self.namespace, e)
+                        said = str(e)
                 stopping.wait(poll)
         finally:
             try:

@@ -96,6 +96,29 @@ def error(g: Globals, task_id: str, message: tuple[str, ...], as_json: bool, pus
 
 
 @cli.command()
+@click.argument("task_id", metavar="ID")
+@click.argument("question", nargs=-1, required=True)
+@_json
+@_push
+@click.pass_obj
+def wait(g: Globals, task_id: str, question: tuple[str, ...], as_json: bool, push: bool) -> None:
+    """The task waits for a person's answer to QUESTION: never stalled meanwhile.
+
+    Heartbeats keep the wait; the next `next`, `done` or `error` ends it."""
+    commands.update(g, "wait", task_id, list(question), None, as_json, push)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@_json
+@click.pass_obj
+def history(g: Globals, name: str | None, as_json: bool) -> None:
+    """Per step of tasks named NAME (every name without it): runs, median and 95th
+    percentile duration and longest quiet spell, what ETAs and learned stall times use."""
+    commands.history(g, name, as_json)
+
+
+@cli.command()
 @click.argument("task_id", metavar="[ID]", required=False)
 @click.option("--running", "view", flag_value="running", help="Only running tasks.")
 @click.option("--stalled", "view", flag_value="stalled", help="Only stalled tasks.")
@@ -171,3 +194,19 @@ def sync(g: Globals, conflicts: bool, as_json: bool) -> None:
 def server(g: Globals, action: str, as_json: bool) -> None:
     """Show, start or stop the embedded Redis server (used when PULSE_REDIS_URL is unset)."""
     commands.server(g, action, as_json)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port."
+)
+@click.pass_obj
+def web(g: Globals, host: str, port: int) -> None:
+    """Serve the dashboard and the HTTP API of the namespace [PULSE_WEB_TOKEN].
+
+    Without PULSE_WEB_TOKEN it listens on loopback only and refuses writes.
+    """
+    from ..web.server import serve
+
+    serve(g.settings(), host, port, lang=g.lang)

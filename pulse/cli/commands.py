@@ -116,6 +116,15 @@ def status(g: Globals, task_id: str | None, view: str, limit: int, as_json: bool
             out(f"showing {len(tasks)} of {total}, --limit N for more (0: all)")
 
 
+def history(g: Globals, name: str | None, as_json: bool) -> None:
+    client = g.client()
+    rows = client.history(name)
+    if as_json:
+        out_json({"steps": rows})
+        return
+    out(render.render_history(rows, client.settings.lang))
+
+
 def cleanup(g: Globals, days: float | None, as_json: bool) -> None:
     client = g.client()
     removed = client.cleanup(days)

@@ -21,6 +21,7 @@ _VERBS: dict[str, tuple[int, tuple[str, ...]]] = {
     "heartbeat": (1, ("--progress",)),
     "done": (1, ()),
     "error": (2, ()),
+    "wait": (2, ()),
 }
 _GLOBAL = ("--namespace", "--lang", "--url")
 _FLAGS = ("--json", "--push")

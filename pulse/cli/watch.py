@@ -61,7 +61,7 @@ def _table(tasks: dict[str, Task], lang: str) -> Any:
     from rich.table import Table
 
     table = Table(expand=True)
-    for title in ("", "task", "progress", "step", "updated"):
+    for title in ("", "task", "progress", "step", "left", "updated"):
         table.add_column(title, overflow="fold")
     icons = {"running": "🔄", "done": "✅", "error": "❌"}
     ordered = sorted(tasks.values(), key=lambda t: t["updatedAt"], reverse=True)
@@ -76,11 +76,15 @@ def _table(tasks: dict[str, Task], lang: str) -> Any:
         elif t["status"] == "done" and (result := t.get("result")):
             detail = render.clean(result)
         icon = "⚠️" if t.get("stalled") else icons.get(t["status"], "?")
+        if t.get("waiting") and t["status"] == "running":
+            icon, detail = "⏸", f"{detail} ⏸ {render.clean(t.get('question') or '')}".strip()
+        left = render.eta_text(t, lang) or ""
         table.add_row(
             icon,
             render.clean(t["taskName"]),
             f"{render.progress_bar(done, total)} {done}/{total}",
             detail,
+            left,
             t["updatedAt"][11:19],
         )
     return table

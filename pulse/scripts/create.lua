@@ -5,6 +5,7 @@
 -- KEYS[3]  running index        pulse:{ns}:running   (zset, score = ms it counts as stalled)
 -- KEYS[4]  id index             pulse:{ns}:ids       (zset, score 0, for prefix lookups)
 -- KEYS[5]  event stream         pulse:{ns}:events
+-- KEYS[6]  step history         pulse:{ns}:history        (see include/history.lua)
 -- ARGV[1]  task id
 -- ARGV[2]  snapshot JSON, built by model.new_task (version 1)
 -- ARGV[3]  now, ms since the epoch
@@ -14,17 +15,26 @@
 -- ARGV[7]  stream MAXLEN (approximate)
 -- ARGV[8]  pub/sub channel
 -- ARGV[9]  the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
+-- ARGV[10] '0' when stall times are not learned for this task (the adaptive setting off)
+-- ARGV[11] fewest past runs an ETA or a learned stall time is based on
+-- The first step's stallAfter and the task's eta come from the step history.
 -- Returns {stream id, snapshot JSON}; error PULSE_EXISTS if the id is taken.
 --@include emit
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('PULSE_EXISTS ' .. ARGV[1])
 end
+--@include history
 local id, snap, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local pace, task = {adaptive = ARGV[10] ~= '0', qmax = 0, paused = 0}, cjson.decode(snap)
+pace_start(pace, KEYS[6], task, 1, now_ms, tonumber(ARGV[11]))
+pace_eta(pace, task, ARGV[4], now_ms)
+snap = cjson.encode(task)
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', 1, 'status', 'running',
-  'updated', now_ms, 'stall', ARGV[5])
+  'updated', now_ms, 'stall', ARGV[5], 'adaptive', ARGV[10], 'after', pace.after,
+  pace_fields(pace))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now_ms, id)
-redis.call('ZADD', KEYS[3], now_ms + 1000 * tonumber(ARGV[5]), id)
+redis.call('ZADD', KEYS[3], pace_deadline(pace, task, now_ms, ARGV[5]), id)
 redis.call('ZADD', KEYS[4], 0, id)
 local sid = emit(KEYS[5], ARGV[7], ARGV[9], ARGV[8], 'create', ARGV[4], snap)
 return {sid, snap}

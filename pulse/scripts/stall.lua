@@ -11,14 +11,22 @@
 -- ARGV[5]  pub/sub channel
 -- ARGV[6]  the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- Returns {stream id, snapshot JSON} when it emitted `stall`, else false.
+-- The quiet time allowed is the running step's stallAfter (hash field `after`, learned from
+-- the step's history, see include/history.lua), else the task's stall seconds. A task
+-- waiting for a person (`wait`) is never stalled: it goes to +inf in the index until an update.
 --@include emit
 local id, now_ms = ARGV[1], tonumber(ARGV[2])
-local h = redis.call('HMGET', KEYS[1], 'snap', 'updated', 'stall', 'stalled', 'status')
+local h = redis.call('HMGET', KEYS[1], 'snap', 'updated', 'stall', 'stalled', 'status',
+  'after')
 if not h[1] or h[5] ~= 'running' then
   redis.call('ZREM', KEYS[2], id)  -- expired or finished: no longer a running task
   return false
 end
-local stall_ms = 1000 * tonumber(h[3])
+if string.find(h[1], '"waiting":true', 1, true) then
+  redis.call('ZADD', KEYS[2], '+inf', id)
+  return false
+end
+local stall_ms = 1000 * (tonumber(h[6]) or tonumber(h[3]))
 local due = tonumber(h[2]) + stall_ms
 if due > now_ms then
   redis.call('ZADD', KEYS[2], due, id)

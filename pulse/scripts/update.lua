@@ -5,7 +5,9 @@
 -- KEYS[2]  updated index        pulse:{ns}:updated
 -- KEYS[3]  running index        pulse:{ns}:running
 -- KEYS[4]  event stream         pulse:{ns}:events
--- ARGV[1]  op: next | heartbeat | done | error
+-- KEYS[5]  step history         pulse:{ns}:history        (see include/history.lua)
+-- KEYS[6]  history use index    pulse:{ns}:history:used
+-- ARGV[1]  op: next | heartbeat | done | error | wait
 -- ARGV[2]  now, ISO 8601
 -- ARGV[3]  now, ms since the epoch
 -- ARGV[4]  '1' if a message is given, else '0' (an empty message is still a message)
@@ -25,6 +27,10 @@
 --          `heartbeat` then apply only while that step runs (PULSE_CONFLICT <running index,
 --          0 if none>), so a journaled update never lands on another step
 -- ARGV[14] the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
+-- ARGV[15] runs kept per step history
+-- ARGV[16] most step histories a namespace keeps
+-- ARGV[17] seconds an unused step history is kept
+-- ARGV[18] fewest past runs an ETA or a learned stall time is based on
 -- Returns {stream id, event kind, snapshot JSON}.
 -- Errors: PULSE_NOTFOUND (no such task), PULSE_APPLIED <version>, PULSE_FINISHED <status>,
 -- PULSE_VERSION <current> (a replay that does not fit), PULSE_CONFLICT <running>; all change
@@ -33,9 +39,13 @@
 -- after another host's) takes the task's last time, to the second as model.not_before does.
 -- A task the relay marked stalled (hash field `stalled`, see stall.lua) resumes: a heartbeat
 -- is emitted as `resume`; any other update emits `resume` and then its own event.
+-- `wait` (message: the question) marks the task waiting for a person until the next `next`,
+-- `done` or `error`; waiting, it is out of the stall scan (scored +inf in the running index).
 --@include ops
 --@include emit
-local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled', 'ops', 'updated')
+--@include history
+local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled', 'ops', 'updated',
+  'adaptive', 'after', unpack(PACE))  -- 6..: the running step's pace, see include/history.lua
 local raw = h[1]
 if not raw then
   return redis.error_reply('PULSE_NOTFOUND')
@@ -77,6 +87,7 @@ if last_ms and math.floor(last_ms / 1000) > math.floor(now_ms / 1000) then
   now, now_ms = t.updatedAt, last_ms
 end
 -- [/step and time]
+local pace = pace_parse(h[6], h[7], h, 8)
 
 local function finish(s, status, msg)
   s.status = status
@@ -116,6 +127,8 @@ elseif op == 'error' then
   t.status = 'error'
   t.finishedAt = now
   t.error = message or cjson.null
+elseif op == 'wait' then
+  -- pace_update below records the wait
 else
   return redis.error_reply('PULSE_BADOP ' .. op)
 end
@@ -123,17 +136,19 @@ t.updatedAt = now
 t.version = t.version + 1
 t.stalled = false
 if ARGV[7] ~= '' then t.agent = ARGV[7] end
+pace_update(pace, t, op, i, message, now, now_ms, KEYS[5], KEYS[6], tonumber(ARGV[15]),
+  tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
 
 local snap = cjson.encode(t)
 local id = t.taskId
 redis.call('HSET', KEYS[1], 'snap', snap, 'version', t.version, 'status', t.status,
-  'updated', now_ms)
+  'updated', now_ms, 'after', pace.after or h[2], pace_fields(pace))
 if resumed then redis.call('HDEL', KEYS[1], 'stalled') end
 if op_id ~= '' then redis.call('HSET', KEYS[1], 'ops', ops_record(ops, op_id, t.version)) end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], now_ms, id)
 if t.status == 'running' then
-  redis.call('ZADD', KEYS[3], now_ms + 1000 * (tonumber(h[2]) or 0), id)
+  redis.call('ZADD', KEYS[3], pace_deadline(pace, t, now_ms, h[2]), id)
 else
   redis.call('ZREM', KEYS[3], id)
 end

@@ -81,6 +81,28 @@ def test_one_stall_alert_with_two_relays_then_resume(pulse_env, start_relay, web
     assert kinds(got) == ["create", "stall", "resume"]
 
 
+def test_no_stall_for_a_step_known_to_be_quiet_but_one_for_a_fresh_one(
+    pulse_env, start_relay, webhook_receiver
+):
+    # Three runs of "nap" silent for 3 s each (side by side, before any relay looks).
+    naps = [pulse(pulse_env, "create", "nap", "doze", "--stall", "1") for _ in range(3)]
+    time.sleep(3)
+    for task in naps:
+        pulse(pulse_env, "done", task)
+    start_relay("--sink", webhook(webhook_receiver))
+    known = pulse(pulse_env, "create", "nap", "doze", "--stall", "1")  # learned: 5 s
+    fresh = pulse(pulse_env, "create", "fresh", "doze", "--stall", "1")
+    wait_until(lambda: any(r.json["task"]["taskId"] == fresh for r in stalls(webhook_receiver)))
+    time.sleep(1.0)  # the known one is 2-3 s quiet now, past its own 1 s: still no alert
+    assert [r.json["task"]["taskId"] for r in stalls(webhook_receiver)] == [fresh]
+    for task in (known, fresh):
+        pulse(pulse_env, "done", task)
+
+
+def stalls(receiver: FakeServer) -> list[Recorded]:
+    return [r for r in receiver.requests if r.json["event"]["kind"] == "stall"]
+
+
 class SlowReceiver(FakeServer):
     def answer(self, req: Recorded):
         time.sleep(0.02)
@@ -348,3 +370,23 @@ def test_telegram_keeps_a_card_per_task_and_coalesces_edits(pulse_env, start_rel
     assert card.splitlines()[0] == "✅ big deploy" and "██████████ 12/12" in card
     edits = [m for m, _ in calls if m == "editMessageText"]
     assert len(edits) < 11  # the edits the pace held back gave way to the newest state
+
+
+def test_a_bad_entry_is_parked_and_the_relay_goes_on(
+    pulse_env, start_relay, webhook_receiver, redis_client
+):
+    relay = start_relay("--sink", webhook(webhook_receiver))
+    events = "pulse:{test}:events"
+    redis_client.xadd(events, {"kind": "next", "task": "{not json"})
+    odd = {"taskId": "odd-1", "version": 1, "status": "running", "steps": []}
+    redis_client.xadd(events, {"kind": "teleport", "task": json.dumps(odd)})  # no such kind
+    task = pulse(pulse_env, "create", "after", "a")
+    got = webhook_receiver.wait_for(1)
+    assert got[0].json["task"]["taskId"] == task and relay.poll() is None
+    cmd = [sys.executable, "-m", "pulse_workers", "--sink", webhook(webhook_receiver)]
+    listed = subprocess.run([*cmd, "--dead-letters", "--json"], env=pulse_env, capture_output=True)
+    letters = json.loads(listed.stdout)["dead_letters"]
+    assert len(letters) == 2 and "does not parse" in letters[0]["error"]
+    assert letters[1]["event"]["kind"] == "teleport"
+    check = subprocess.run([*cmd, "--check"], env=pulse_env, capture_output=True, text=True)
+    assert "dead_letters=2" in check.stdout and check.returncode == 0

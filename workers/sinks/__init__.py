@@ -28,7 +28,8 @@ __all__ = [
 
 def open_sink(url: str, *, memory: Memory | None = None, settings: Settings | None = None) -> Sink:
     """The sink for ``url``; ``memory`` keeps the chat sinks' message ids (default: in-process),
-    ``settings`` gives the Telegram and Discord API bases (default: from the environment).
+    ``settings`` gives the Telegram and Discord API bases and PULSE_WEB_URL, which pushes
+    link to (default: from the environment).
     """
     url = url.strip()
     scheme, sep, _ = url.partition("://")
@@ -49,7 +50,8 @@ def open_sink(url: str, *, memory: Memory | None = None, settings: Settings | No
     if scheme in ("webhook+http", "webhook+https"):
         from . import webhook
 
-        return webhook.from_url(url)
+        settings = settings or Settings.from_env()
+        return webhook.from_url(url, web_url=settings.web_url)
     if scheme == "exec":
         from .exec import from_url
 
@@ -60,10 +62,14 @@ def open_sink(url: str, *, memory: Memory | None = None, settings: Settings | No
         if scheme == "tgram":
             from . import telegram
 
-            return telegram.from_url(url, memory=memory, api=settings.telegram_api)
+            return telegram.from_url(
+                url, memory=memory, api=settings.telegram_api, web_url=settings.web_url
+            )
         from . import discord
 
-        return discord.from_url(url, memory=memory, api=settings.discord_api)
+        return discord.from_url(
+            url, memory=memory, api=settings.discord_api, web_url=settings.web_url
+        )
     from . import apprise_sink
 
     return apprise_sink.from_url(url)

@@ -64,8 +64,12 @@ class TelegramSink(InPlaceSink):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 10.0,
+        web_url: str | None = None,
     ) -> None:
-        super().__init__(f"tgram:{chat_id}", memory)
+        # Telegram refuses buttons to addresses it cannot reach (localhost, plain IPs): the link
+        # button needs a public https address
+        web_url = web_url if web_url and web_url.startswith("https://") else None
+        super().__init__(f"tgram:{chat_id}", memory, web_url)
         self.name = f"tgram://***/{chat_id}"
         self.chat_id = chat_id
         self._base = f"{api.rstrip('/')}/bot{token}"
@@ -76,13 +80,13 @@ class TelegramSink(InPlaceSink):
     def _fit(self, text: str) -> str:
         return fit(text)
 
-    def _post(self, text: str) -> str:
-        result = self._call("sendMessage", text)
+    def _post(self, text: str, link: str | None = None) -> str:
+        result = self._call("sendMessage", text, **_button(link))
         return str(result.get("message_id", ""))
 
-    def _edit(self, message_id: str, text: str) -> bool:
+    def _edit(self, message_id: str, text: str, link: str | None = None) -> bool:
         try:
-            self._call("editMessageText", text, message_id=_int(message_id))
+            self._call("editMessageText", text, message_id=_int(message_id), **_button(link))
         except TelegramError as e:
             description = e.description.lower()
             if e.code == 400 and "message is not modified" in description:
@@ -126,12 +130,19 @@ class TelegramSink(InPlaceSink):
         )
 
 
+def _button(link: str | None) -> dict[str, Any]:
+    """The task's page as an inline link button under the message (an edit must repeat it)."""
+    if not link:
+        return {}
+    return {"reply_markup": {"inline_keyboard": [[{"text": "🔗 pulse", "url": link}]]}}
+
+
 def _int(value: str) -> int | str:
     # chat ids travel as numbers, channel usernames as "@name"
     return int(value) if re.fullmatch(r"-?\d+", value) else value
 
 
-def from_url(url: str, *, memory: Memory, api: str) -> TelegramSink:
+def from_url(url: str, *, memory: Memory, api: str, web_url: str | None = None) -> TelegramSink:
     rest = url.strip().partition("://")[2]
     if "?" in rest or "#" in rest:
         raise BadValue(f"sink {redact(url)}: tgram:// takes no options")
@@ -143,4 +154,4 @@ def from_url(url: str, *, memory: Memory, api: str) -> TelegramSink:
         raise BadValue(
             f"sink {redact(url)}: expected one chat id (a number or @channel) after the token"
         )
-    return TelegramSink(token, chat, api=api, memory=memory)
+    return TelegramSink(token, chat, api=api, memory=memory, web_url=web_url)

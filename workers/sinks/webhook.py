@@ -8,6 +8,7 @@ import hmac
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pulse.errors import BadValue
+from pulse.render import task_url
 
 from ._http import HttpClient, failure, json_body, parse_retry_after
 from .base import Push, redact, scrub
@@ -26,8 +27,10 @@ class WebhookSink:
         secret: str | None = None,
         auth: tuple[str, str] | None = None,
         timeout: float = 10.0,
+        web_url: str | None = None,
     ) -> None:
         self.name = name
+        self._web_url = web_url
         self.target = target  # the URL posted to: no secret, no user info
         self._secret = secret.encode() if secret else None
         self._headers = {"Content-Type": "application/json"}
@@ -40,7 +43,11 @@ class WebhookSink:
 
     def body(self, push: Push) -> bytes:
         event = {"id": push.event_id, "kind": push.kind, "at": push.at}
-        return json_body({"event": event, "task": push.task, "text": push.text})
+        doc = {"event": event, "task": push.task, "text": push.text}
+        link = task_url(self._web_url, push.task_id)
+        if link:
+            doc["url"] = link  # the task on the dashboard (PULSE_WEB_URL)
+        return json_body(doc)
 
     def send(self, push: Push) -> None:
         body = self.body(push)
@@ -59,7 +66,7 @@ class WebhookSink:
         self._http.close()
 
 
-def from_url(url: str) -> WebhookSink:
+def from_url(url: str, *, web_url: str | None = None) -> WebhookSink:
     name = redact(url)
     try:
         parts = urlsplit(url.strip())
@@ -79,4 +86,5 @@ def from_url(url: str) -> WebhookSink:
     auth = None
     if parts.username is not None:
         auth = (unquote(parts.username), unquote(parts.password or ""))
-    return WebhookSink(target, name=name, secret=secrets[0] if secrets else None, auth=auth)
+    secret = secrets[0] if secrets else None
+    return WebhookSink(target, name=name, secret=secret, auth=auth, web_url=web_url)
