@@ -236,7 +236,9 @@ def _publish_command(client: Any) -> str:
         from .connection import server_hello
         from .transport import sharded_channels
 
-        publish = "SPUBLISH" if sharded_channels(server_hello(client)) else "PUBLISH"
+        # only a cluster client can be on a cluster (redis_client): others are not asked
+        cluster = hasattr(client, "get_default_node")
+        publish = "SPUBLISH" if cluster and sharded_channels(server_hello(client)) else "PUBLISH"
         client._pulse_publish = publish
     return publish
 
@@ -256,9 +258,9 @@ def listen(source: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event 
 
     client = client_for_url(source) if isinstance(source, str) else source
     try:
-        yield from _listen(
-            client, Keys(namespace).channel, tick, sharded_channels(server_hello(client))
-        )
+        cluster = hasattr(client, "get_default_node")  # redis_client's RedisCluster
+        sharded = cluster and sharded_channels(server_hello(client))
+        yield from _listen(client, Keys(namespace).channel, tick, sharded)
     finally:
         if client is not source:
             client.close()
