@@ -251,15 +251,20 @@ def audit(receiver: Receiver, sent: dict[str, float]) -> dict[str, int]:
     pushes = receiver.pushes()
     ids = [p[1] for p in pushes]
     highest: dict[str, int] = defaultdict(int)
-    backwards = 0
-    for _, _, task, version in pushes:
-        backwards += version < highest[task]
+    backwards = late = 0
+    seen: set[str] = set()
+    for _, eid, task, version in pushes:
+        if version < highest[task]:
+            backwards += 1
+            late += eid in seen  # a copy of a push that had arrived already: dropped by version
+        seen.add(eid)
         highest[task] = max(highest[task], version)
     return {
         "events": len(sent),
         "pushes": len(pushes),
         "lost": len(set(sent) - set(ids)),
         "out_of_order": backwards,
+        "of_which_late_copies": late,
         "duplicates": len(ids) - len(set(ids)),
     }
 

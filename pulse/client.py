@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .model import Task
     from .transport import Connection
 
+# How many ids `create` draws before it gives up on a name and second crowded with tasks.
+_ID_TRIES = 8
 VIEWS = ("default", "running", "stalled", "all")
 _OP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # what update.lua records
 # The default `status` view: running tasks and those finished this recently.
@@ -142,9 +144,18 @@ class Client:
         )
         try:
             self._replay_journal()
-            change = self.store.create(
-                task, _ms(now), s.retention_seconds, adaptive=s.adaptive_stall
-            )
+            for attempt in range(_ID_TRIES):
+                try:
+                    change = self.store.create(
+                        task, _ms(now), s.retention_seconds, adaptive=s.adaptive_stall
+                    )
+                    break
+                except TaskExists:
+                    # Two creates of one name in one second draw the same 4 hex digits
+                    # once in 65,536: a fresh draw, not an error for the agent.
+                    if attempt == _ID_TRIES - 1:
+                        raise
+                    task["taskId"] = model.make_id(name, now)
             self._learn_target()
         except BackendUnavailable as e:
             if not self._journaling:

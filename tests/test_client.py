@@ -161,3 +161,14 @@ def test_mirror_paths_never_leave_the_folder(tmp_path: Path):
     for bad in ["../x", "/etc/passwd", "a/../../b", ".."]:
         with pytest.raises(BadValue):
             mirror.path(bad)
+
+
+def test_a_create_whose_id_is_taken_draws_another(client: Client, monkeypatch):
+    # Two creates of one name in one second share the id's date part: only the 4 random hex
+    # digits tell them apart, and those collide once in 65,536.
+    first = client.create("busy", ["a"])
+    drawn = iter([first.id, "busy-20990101-000000-beef"])
+    monkeypatch.setattr(model, "make_id", lambda name, now: next(drawn))
+    second = client.create("busy", ["a"])
+    assert second.id == "busy-20990101-000000-beef"
+    assert client.get(first.id)["version"] == 1  # the first task is untouched

@@ -77,11 +77,8 @@ def create(client: Client, body: dict[str, Any], op_id: str | None) -> Any:
     return handle.task
 
 
-def update(
-    client: Client, op: str, task_id: str, body: dict[str, Any], op_id: str | None
-) -> dict[str, Any]:
+def update(client: Client, op: str, task_id: str, body: dict[str, Any], op_id: str | None) -> Any:
     text = {"done": "result", "wait": "question"}.get(op, "message")
     extra = op_kwargs(client.update, op_id)
     change = client.update(task_id, op, body.get(text), body.get("progress"), **extra)
-    task: dict[str, Any] = change.task
-    return task
+    return change.task

@@ -63,6 +63,9 @@ def shoot(port: int, redis_url: str) -> None:
         e = pulse("create", "训练分类模型", "准备数据", "训练", "评估", agent="ml-agent")
         pulse("next", e, "数据集 3.2 万条", agent="ml-agent")
         pulse("heartbeat", e, "epoch 7/20, loss 0.213", "--progress", "35", agent="ml-agent")
+        f = pulse("create", "deploy to production", "build", "approve", "roll out")
+        pulse("next", f, "image 41 MB")
+        pulse("wait", f, "Roll out v2.4.0 to all regions? (yes/no)")
         time.sleep(2.5)  # "migrate users" goes quiet past its 1 s stall time
         desk = chrome(1280, 800)
         try:
