@@ -70,7 +70,7 @@ agent="$agent +del +xadd +publish +subscribe +ping +select"
 agent="$agent +zcard +hscan"
 # consumer groups, lag, dead letters, the sinks' memory, the relays' presence
 worker="$agent +xgroup +xreadgroup +xautoclaim +xack +xpending +xinfo +xrange +xlen +xdel"
-worker="$worker +xrevrange +xread +get +set +pexpire +info"
+worker="$worker +xrevrange +xread +get +set +pexpire"
 
 mkdir -p "$(dirname "$aclfile")"
 umask 077

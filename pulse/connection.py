@@ -11,7 +11,14 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .transport import Connection
 
-__all__ = ["open_connection", "redis_client", "redis_errors", "redis_url"]
+__all__ = [
+    "client_for_url",
+    "open_connection",
+    "redis_client",
+    "redis_errors",
+    "redis_url",
+    "server_hello",
+]
 
 
 def open_connection(settings: Settings) -> Connection:
@@ -52,6 +59,11 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     Raises BackendRefused for a URL redis-py cannot read or a refused login, and
     BackendUnavailable when the server cannot be reached.
     """
+    return client_for_url(redis_url(settings), decode_responses=decode_responses, timeout=timeout)
+
+
+def client_for_url(url: str, *, decode_responses: bool = True, timeout: float = 5.0) -> Any:
+    """``redis_client`` for a URL: redis.RedisCluster if the server is a cluster node."""
     import redis
     from redis.exceptions import AuthenticationError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -60,7 +72,6 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     from .errors import BackendRefused
     from .transport import redacted_url
 
-    url = redis_url(settings)
     options = {
         "decode_responses": decode_responses,
         "socket_timeout": timeout,
@@ -68,7 +79,8 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     }
     try:
         client = redis.Redis.from_url(url, **options)
-        cluster = bool(client.info("cluster").get("cluster_enabled"))
+        # HELLO, not INFO: every user may send it, whatever its ACL rules
+        cluster = server_hello(client).get("mode") == "cluster"
     except ValueError as e:
         raise BackendRefused(f"cannot use the Redis URL {redacted_url(url)}: {e}") from None
     except AuthenticationError as e:
@@ -82,7 +94,42 @@ def redis_client(settings: Settings, *, decode_responses: bool = True, timeout: 
     if not cluster:
         return client
     client.close()
-    return redis.RedisCluster.from_url(url, **options)
+    from redis.exceptions import RedisError
+
+    try:  # learns the slots (CLUSTER SLOTS) and the commands' keys (COMMAND) at once
+        return redis.RedisCluster.from_url(url, **options)
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        raise BackendUnavailable(
+            f"cannot reach the Redis Cluster at {redacted_url(url)}: {e}"
+        ) from None
+    except RedisError as e:  # RedisClusterException too
+        if "connect" in str(e) and "ermission" not in str(e):  # no node answers: a failover
+            raise BackendUnavailable(
+                f"cannot reach the Redis Cluster at {redacted_url(url)}: {e}"
+            ) from None
+        raise BackendRefused(
+            f"cannot use the Redis Cluster at {redacted_url(url)}: {e} (an ACL user needs "
+            "+cluster|slots and +command: see docs/acl.md)"
+        ) from None
+
+
+def server_hello(client: Any) -> dict[str, Any]:
+    """What a redis-py client's server says of itself (``HELLO``: server, version, mode...;
+    of one of its nodes for a RedisCluster), str keys and values; {} if it does not say."""
+    from redis.exceptions import ResponseError
+
+    if hasattr(client, "get_default_node"):  # RedisCluster: every node runs the same build
+        client = client.get_redis_connection(client.get_default_node())
+    try:  # no protocol version: HELLO 2 would switch a RESP3 connection (redis-py 8's) back
+        reply = client.execute_command("HELLO")
+    except ResponseError:
+        return {}
+
+    def text(v: Any) -> Any:
+        return v.decode() if isinstance(v, bytes) else v
+
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=False)
+    return {text(k): text(v) for k, v in pairs}
 
 
 _TRANSIENT = ("LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY")

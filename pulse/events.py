@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any
 
 from . import model
@@ -214,39 +215,89 @@ def mark_stalled(
     at = model.iso(datetime.fromtimestamp(now, tz))
     events = []
     with redis_errors():
+        publish = _publish_command(client)
         due = client.zrangebyscore(k.running, "-inf", now_ms, start=0, num=limit)
         for task_id in due:
             got = _STALL.on(
                 client,
                 [k.task(task_id), k.running, k.events],
-                [task_id, now_ms, at, maxlen, k.channel],
+                [task_id, now_ms, at, maxlen, k.channel, publish],
             )
             if got:
                 events.append(Event(got[0], "stall", at, model.normalize(json.loads(got[1]))))
     return events
 
 
-def listen(url: str, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
-    """Events as the pub/sub channel carries them, live (None every ``tick`` of quiet).
+def _publish_command(client: Any) -> str:
+    """stall.lua's publish command on this redis-py client (SPUBLISH on a cluster with sharded
+    channels), asked of the server once per client."""
+    publish = getattr(client, "_pulse_publish", None)
+    if publish is None:
+        from .connection import server_hello
+        from .transport import sharded_channels
+
+        # only a cluster client can be on a cluster (redis_client): others are not asked
+        cluster = hasattr(client, "get_default_node")
+        publish = "SPUBLISH" if cluster and sharded_channels(server_hello(client)) else "PUBLISH"
+        client._pulse_publish = publish
+    return publish
+
+
+def listen(source: Any, namespace: str, *, tick: float = 1.0) -> Iterator[Event | None]:
+    """Events as the pub/sub channel carries them, live (None every ``tick`` of quiet), read
+    with ``source``: a Redis URL, or a redis-py client (``connection.redis_client``'s:
+    redis.Redis or redis.RedisCluster, str replies; the caller closes it). On a cluster with
+    sharded channels it subscribes with SSUBSCRIBE, on the node serving the namespace, as the
+    scripts publish with SPUBLISH there. A lost connection (a
+    failover, a restart) is subscribed again after ``tick``; events meanwhile are missed.
 
     Pub/sub has no history: it is for views; the workers read the stream instead.
     """
-    import redis
+    from .connection import client_for_url, server_hello
+    from .transport import sharded_channels
 
-    client = redis.Redis.from_url(url, decode_responses=True)
-    sub = client.pubsub(ignore_subscribe_messages=True)
-    sub.subscribe(Keys(namespace).channel)
+    client = client_for_url(source) if isinstance(source, str) else source
     try:
-        while True:
-            message = sub.get_message(timeout=tick)
-            if message is None:
-                yield None
-                continue
-            data = json.loads(message["data"])
-            yield Event(data["id"], data["kind"], data.get("at", ""), model.normalize(data["task"]))
+        cluster = hasattr(client, "get_default_node")  # redis_client's RedisCluster
+        sharded = cluster and sharded_channels(server_hello(client))
+        yield from _listen(client, Keys(namespace).channel, tick, sharded)
     finally:
-        sub.close()
-        client.close()
+        if client is not source:
+            client.close()
+
+
+def _listen(client: Any, channel: str, tick: float, sharded: bool) -> Iterator[Event | None]:
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    while True:
+        sub = None
+        try:
+            sub = client.pubsub(ignore_subscribe_messages=True)
+            if sharded:
+                sub.ssubscribe(channel)
+                read = partial(sub.get_sharded_message, ignore_subscribe_messages=True)
+            else:
+                sub.subscribe(channel)
+                read = sub.get_message
+            while True:
+                message = read(timeout=tick)
+                if message is None:
+                    yield None
+                    continue
+                data = json.loads(message["data"])
+                task = model.normalize(data["task"])
+                yield Event(data["id"], data["kind"], data.get("at", ""), task)
+        except (ConnectionError, TimeoutError, OSError):
+            yield None
+            time.sleep(tick)
+            if hasattr(client, "nodes_manager"):  # a cluster: ask where the slots are now
+                try:
+                    client.nodes_manager.initialize()
+                except Exception:  # still in transition: the next round tries again
+                    pass
+        finally:
+            if sub is not None:
+                sub.close()
 
 
 # -- the stream read from a position (the web server's one reader, and pages resuming) -----

@@ -28,7 +28,7 @@ from .keys import (
     Keys,
 )
 from .scripts import Script
-from .transport import ReplyError
+from .transport import ReplyError, publish_command
 
 TYPE_CHECKING = False  # the typing module costs a millisecond and more to import
 if TYPE_CHECKING:
@@ -96,6 +96,15 @@ class Store:
         self.conn = conn
         self.keys = Keys(namespace)
         self.stream_maxlen = stream_maxlen
+        self._publish: str | None = None
+
+    @property
+    def publish(self) -> str:
+        """PUBLISH, or SPUBLISH on a cluster with sharded channels: learned once per
+        connection (HELLO), the scripts' publish command."""
+        if self._publish is None:
+            self._publish = publish_command(self.conn)
+        return self._publish
 
     # -- changes -------------------------------------------------------------------------
 
@@ -113,7 +122,7 @@ class Store:
             ttl,
             self.stream_maxlen,
             k.channel,
-            "PUBLISH",
+            self.publish,  # ARGV[9]
             "1" if adaptive else "0",
             HISTORY_MIN_RUNS,
         ]
@@ -162,7 +171,7 @@ class Store:
             "" if version is None else version,
             op_id,
             "" if step is None else step,
-            "PUBLISH",
+            self.publish,  # ARGV[14]
             HISTORY_RUNS,
             HISTORY_CAP,
             HISTORY_TTL_SECONDS,

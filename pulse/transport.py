@@ -158,7 +158,11 @@ class SocketConnection(_Calls):
         if int(db):
             self._hello.append(self._select)
         self._sock: socket.socket | None = None
+        self._login_owed = False  # AUTH and SELECT go before the next command
         self._reader: Any = None
+        # Redis Cluster: where slots live and a connection per node, from the first redirect on.
+        self._cluster: _Cluster | None = None
+        self._server: dict[str, Any] | None = None  # HELLO's answer, once asked
 
     def connect(self) -> None:
         if self._sock is not None:
@@ -183,7 +187,17 @@ class SocketConnection(_Calls):
                 ) from None
             raise BackendUnavailable(f"cannot reach Redis at {self.url}: {self._why(e)}") from e
         self._sock = sock
+        self._login_owed = True
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")
+
+    def _peer(self, host: str, port: int) -> SocketConnection:
+        """A connection to another node of the same cluster, with the same login and TLS."""
+        peer = object.__new__(SocketConnection)
+        peer.__dict__.update(self.__dict__)
+        peer._path, peer._host, peer._port = None, host, port
+        peer._sock, peer._reader, peer._cluster = None, None, None
+        peer.url = f"{'rediss' if self._tls else 'redis'}://{host}:{port}"
+        return peer
 
     def _wrap(self, sock: socket.socket, reqs: str, cafile: str | None) -> socket.socket:
         import ssl
@@ -226,9 +240,35 @@ class SocketConnection(_Calls):
             self._reader.feed(data)
 
     def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        if self._cluster is not None:
+            return self._cluster.exchange(commands)
+        # A server in transition: retry_transitions; a redirect: a cluster (_settle).
         return retry_transitions(
-            lambda: self._collect(self._write(commands), len(commands)), self.url
+            lambda: self._settle(commands, self._roundtrip(commands)), self.url
         )
+
+    def _roundtrip(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` to this very server, and their replies: no redirect followed."""
+        return self._collect(self._write(commands), len(commands))
+
+    def _settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
+        # A redirect: this is a Redis Cluster, whose redirects and transitions _Cluster
+        # follows from now on.
+        if self._cluster is None and not any(
+            isinstance(r, ReplyError) and r.code in _REDIRECTS for r in replies
+        ):
+            return replies
+        if self._cluster is None:
+            self._cluster = _Cluster(self)
+        self._cluster.down.clear()
+        return self._cluster.settle(commands, replies)
+
+    def hello(self) -> dict[str, Any]:
+        """What the server says of itself (``HELLO``: server, version, mode...), asked once
+        per connection; {} from a server that does not say."""
+        if self._server is None:
+            self._server = _hello(self)
+        return self._server
 
     def _write(self, commands: Sequence[Sequence[Any]]) -> list[tuple[str, bytes]]:
         """Send ``commands`` (after the login, on a new connection); the login sent."""
@@ -240,7 +280,8 @@ class SocketConnection(_Calls):
         hello: list[tuple[str, bytes]] = []
         if self._sock is None:
             self.connect()
-            hello = self._hello
+        if self._login_owed:  # a new socket (here, or by an eager connect()): log in first
+            hello, self._login_owed = self._hello, False
             if hello and hello[-1] is self._select:  # SELECT first, alone: see __init__
                 self._collect(self._write_raw(b"".join(p for _, p in hello)), 0, hello)
                 hello = []
@@ -304,6 +345,8 @@ class SocketConnection(_Calls):
         sock, self._sock, self._reader = self._sock, None, None
         if sock is not None:
             sock.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 def _reply_error(e: Exception) -> ReplyError:
@@ -396,6 +439,9 @@ class RedisPyConnection(_Calls):
     def connect(self) -> None:
         self._guarded(self._conn.connect)
 
+    def hello(self) -> dict[str, Any]:
+        return _hello(self)
+
     def close(self) -> None:
         self._conn.disconnect()
 
@@ -468,6 +514,233 @@ def refusal(
         if r.code == "WRONGPASS":
             return BackendRefused(f"Redis at {url} refused the login: {text}")
     return None
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------
+
+# Replies that mean the command did not run, so sending it again is safe: a redirect to the
+# node that serves its slot, or a server or cluster in transition (a failover, a restart).
+_REDIRECTS = ("MOVED", "ASK")
+_RERUN = _REDIRECTS + TRANSITION_CODES
+# How long a command waits out a cluster in transition (a failover takes about
+# cluster-node-timeout plus a second) before BackendUnavailable: the update is journaled.
+CLUSTER_PATIENCE = 2.0
+_MAX_ROUNDS = 64
+# Commands whose key is not their first argument, and commands with no key at all.
+_KEY_AT = {"XGROUP": 2, "XINFO": 2, "OBJECT": 2, "MEMORY": 2}
+_KEYLESS = frozenset(
+    "PING SELECT AUTH HELLO INFO TIME SCRIPT CLUSTER ECHO READONLY READWRITE ASKING "
+    "CLIENT COMMAND CONFIG DBSIZE FLUSHALL FLUSHDB ACL WAIT QUIT RESET".split()
+)
+
+
+def _hello(conn: Connection) -> dict[str, Any]:
+    try:
+        reply = conn.call("HELLO")  # in the connection's protocol: RESP2, a flat list
+    except ReplyError:
+        return {}
+    return dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else {}
+
+
+def sharded_channels(server: dict[str, Any]) -> bool:
+    """Whether the live channel is a sharded one (SPUBLISH/SSUBSCRIBE) on this server: on a
+    Redis Cluster whose servers have them (Redis 7+, Valkey). The scripts publish and
+    ``watch`` subscribes by the same rule."""
+    if server.get("mode") != "cluster":
+        return False
+    major = str(server.get("version", "")).split(".")[0]
+    return major.isdigit() and int(major) >= 7
+
+
+def publish_command(conn: Connection) -> str:
+    """SPUBLISH or PUBLISH: what the scripts publish the live channel with on ``conn``."""
+    hello = getattr(conn, "hello", None)
+    return "SPUBLISH" if hello is not None and sharded_channels(hello()) else "PUBLISH"
+
+
+_slots_of_keys: dict[Any, int] = {}  # a process sends the same few keys over and over
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key``: CRC16 of its hash tag (``{...}``) or of all
+    of it, modulo 16384."""
+    slot = _slots_of_keys.get(key)
+    if slot is not None:
+        return slot
+    from binascii import crc_hqx  # CRC16-CCITT (XMODEM), as Redis Cluster uses
+
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    if len(_slots_of_keys) > 10000:
+        _slots_of_keys.clear()
+    slot = _slots_of_keys[key] = crc_hqx(raw, 0) % 16384
+    return slot
+
+
+_SCRIPTS = frozenset(("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"))
+
+
+def command_key(command: Sequence[Any]) -> Any:
+    """The (first) key a command names, or None for a command without one."""
+    name = command[0]
+    name = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+    if name in _SCRIPTS:
+        return command[3] if len(command) > 3 and int(command[2]) > 0 else None
+    if name in ("XREAD", "XREADGROUP"):
+        words = [str(c).upper() for c in command]
+        return command[words.index("STREAMS") + 1] if "STREAMS" in words else None
+    if name in _KEYLESS:
+        return None
+    at = _KEY_AT.get(name, 1)
+    return command[at] if len(command) > at else None
+
+
+def _redirect(reply: ReplyError) -> tuple[int, str]:
+    # "MOVED 3999 127.0.0.1:6381": the slot and the node; an empty host is the same host.
+    _, slot, address = str(reply).split(" ", 2)
+    return int(slot), address
+
+
+class _Cluster:
+    """Redirects followed for one SocketConnection (the origin, the URL's node): where each
+    slot lives as MOVED replies said, and one connection per node, for the life of the
+    process. Commands whose slot is known go straight to its node.
+
+    A command answered with a redirect or a transient refusal (CLUSTERDOWN, TRYAGAIN,
+    MASTERDOWN, READONLY, LOADING) did not run, so it is sent again: to the node named
+    (after ASKING for ASK), or after a short wait. A node that cannot be reached (a master
+    that died) is forgotten and its slots asked of the origin (or any node known) again;
+    after CLUSTER_PATIENCE seconds of that the command fails with BackendUnavailable.
+    """
+
+    def __init__(self, origin: SocketConnection) -> None:
+        self.origin = origin
+        self.slots: dict[int, str] = {}  # slot -> "host:port"
+        self.nodes: dict[str, SocketConnection] = {}
+        self.down: set[str] = set()  # nodes that could not be reached in this exchange
+
+    def owner(self, commands: Sequence[Sequence[Any]]) -> SocketConnection:
+        """The node to send ``commands`` to: that of the first key's slot, if known."""
+        for command in commands:
+            key = command_key(command)
+            if key is not None:
+                address = self.slots.get(key_slot(key))
+                if address is not None and address not in self.down:
+                    node = self.nodes.get(address)
+                    return node if node is not None else self.node(address)
+                break
+        if "" not in self.down:
+            return self.origin
+        # The origin is down: any node redirects to the right one.
+        for address, node in self.nodes.items():
+            if address not in self.down:
+                return node
+        return self.origin
+
+    def node(self, address: str) -> SocketConnection:
+        node = self.nodes.get(address)
+        if node is None:
+            host, _, port = address.rpartition(":")
+            node = self.nodes[address] = self.origin._peer(host, int(port))
+        return node
+
+    def exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        if self.down:
+            self.down.clear()
+        replies = self._send(self.owner(commands), commands)
+        for r in replies:
+            if isinstance(r, BackendUnavailable) or (
+                isinstance(r, ReplyError) and r.code in _RERUN
+            ):
+                return self.settle(commands, replies)
+        return replies
+
+    def _send(self, node: SocketConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The replies of ``node``; if it cannot be reached (nothing sent), the error as the
+        reply of every command, to be retried like a cluster in transition."""
+        try:
+            if node._sock is None:  # else _write checks it is still open, and reconnects
+                node.connect()
+        except BackendUnavailable as e:
+            self._forget(node)
+            return [e] * len(commands)
+        try:
+            return node._roundtrip(commands)
+        except BackendUnavailable as e:
+            # The socket had closed and reconnecting was refused (a node that died): nothing
+            # was sent. Anything else may have happened after the command went out.
+            if node._sock is not None or not isinstance(e.__cause__, ConnectionRefusedError):
+                raise
+            self._forget(node)
+            return [e] * len(commands)
+
+    def _forget(self, node: SocketConnection) -> None:
+        address = "" if node is self.origin else f"{node._host}:{node._port}"
+        self.down.add(address)
+        for slot in [s for s, a in self.slots.items() if a == address]:
+            del self.slots[slot]
+
+    def settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
+        import time
+
+        replies = list(replies)
+        deadline = time.monotonic() + CLUSTER_PATIENCE
+        pause = 0.01
+        for _ in range(_MAX_ROUNDS):
+            todo: dict[int, tuple[SocketConnection, bool]] = {}  # command -> (node, ASKING)
+            waiting: BackendUnavailable | ReplyError | None = None
+            for i, reply in enumerate(replies):
+                if isinstance(reply, BackendUnavailable):
+                    waiting = reply
+                    todo[i] = (self.owner([commands[i]]), False)
+                elif isinstance(reply, ReplyError) and reply.code in _RERUN:
+                    if reply.code in _REDIRECTS:
+                        slot, address = _redirect(reply)
+                        if not address.rpartition(":")[0]:
+                            address = f"{self.origin._host}{address}"
+                        if reply.code == "MOVED":
+                            self.slots[slot] = address
+                            self.down.discard(address)
+                        todo[i] = (self.node(address), reply.code == "ASK")
+                    else:
+                        waiting = reply
+                        todo[i] = (self.owner([commands[i]]), False)
+            if not todo:
+                return replies
+            if waiting is not None:
+                if time.monotonic() + pause > deadline:
+                    if isinstance(waiting, BackendUnavailable):
+                        raise waiting
+                    raise BackendUnavailable(f"Redis at {self.origin.url} is not ready: {waiting}")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+                # the map may have changed meanwhile: route the waiting ones again
+                todo = {
+                    i: (node if ask else self.owner([commands[i]]), ask)
+                    for i, (node, ask) in todo.items()
+                }
+            by_node: dict[int, list[int]] = {}
+            for i, (node, _) in todo.items():
+                by_node.setdefault(id(node), []).append(i)
+            for indexes in by_node.values():
+                node = todo[indexes[0]][0]
+                batch: list[Sequence[Any]] = []
+                for i in indexes:
+                    batch += [("ASKING",), commands[i]] if todo[i][1] else [commands[i]]
+                got = self._send(node, batch)
+                for i in indexes:
+                    if todo[i][1]:
+                        got.pop(0)  # ASKING's OK
+                    replies[i] = got.pop(0)
+        raise BackendUnavailable(f"the Redis Cluster at {self.origin.url} keeps redirecting")
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
 
 
 def connect(url: str, *, timeout: float = 2.0) -> Connection:

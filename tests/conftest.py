@@ -25,7 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # test needs, directly or through others (pulse_env, store, run_pulse's env ...).
 SERVER_FIXTURES = {"redis_server", "embedded_server"}
 # Names a test module imports to start servers of its own (for a test to kill, or embedded).
-SERVER_HELPERS = {"redis_proc", "RedisProc", "EmbeddedServer", "find_redis_server", "REDIS_SERVER"}
+SERVER_HELPERS = {
+    "redis_proc",
+    "RedisProc",
+    "EmbeddedServer",
+    "find_redis_server",
+    "REDIS_SERVER",
+    "cluster_proc",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from .. import render
-from ..connection import redis_url
+from ..connection import redis_client
 from ..events import Event, listen
 from .commands import Globals, out
 
@@ -29,7 +29,8 @@ def watch(g: Globals, task_id: str | None) -> None:
         tasks[task_id] = first
     else:
         tasks = {t["taskId"]: t for t in client.status()}
-    events = listen(redis_url(client.settings), client.settings.namespace)
+    # redis.Redis, or RedisCluster on a cluster: listen subscribes on the right node
+    events = listen(redis_client(client.settings), client.settings.namespace)
     if not sys.stdout.isatty():
         for event in events:
             if event and (task_id is None or event.task["taskId"] == task_id):

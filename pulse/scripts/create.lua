@@ -14,10 +14,12 @@
 -- ARGV[6]  retention TTL, seconds
 -- ARGV[7]  stream MAXLEN (approximate)
 -- ARGV[8]  pub/sub channel
+-- ARGV[9]  the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- ARGV[10] '0' when stall times are not learned for this task (the adaptive setting off)
 -- ARGV[11] fewest past runs an ETA or a learned stall time is based on
 -- The first step's stallAfter and the task's eta come from the step history.
 -- Returns {stream id, snapshot JSON}; error PULSE_EXISTS if the id is taken.
+--@include emit
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('PULSE_EXISTS ' .. ARGV[1])
 end
@@ -34,8 +36,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now_ms, id)
 redis.call('ZADD', KEYS[3], pace_deadline(pace, task, now_ms, ARGV[5]), id)
 redis.call('ZADD', KEYS[4], 0, id)
-local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*',
-  'kind', 'create', 'at', ARGV[4], 'task', snap)
-redis.call('PUBLISH', ARGV[8],
-  '{"id":"' .. sid .. '","kind":"create","at":"' .. ARGV[4] .. '","task":' .. snap .. '}')
+local sid = emit(KEYS[5], ARGV[7], ARGV[9], ARGV[8], 'create', ARGV[4], snap)
 return {sid, snap}

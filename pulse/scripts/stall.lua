@@ -9,10 +9,12 @@
 -- ARGV[3]  now, ISO 8601 (the event's `at`)
 -- ARGV[4]  stream MAXLEN (approximate)
 -- ARGV[5]  pub/sub channel
+-- ARGV[6]  the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- Returns {stream id, snapshot JSON} when it emitted `stall`, else false.
 -- The quiet time allowed is the running step's stallAfter (hash field `after`, learned from
 -- the step's history, see include/history.lua), else the task's stall seconds. A task
 -- waiting for a person (`wait`) is never stalled: it goes to +inf in the index until an update.
+--@include emit
 local id, now_ms = ARGV[1], tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'snap', 'updated', 'stall', 'stalled', 'status',
   'after')
@@ -41,8 +43,5 @@ local t = cjson.decode(h[1])
 t.stalled = true
 local snap = cjson.encode(t)
 redis.call('HSET', KEYS[1], 'snap', snap, 'stalled', '1')
-local sid = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
-  'kind', 'stall', 'at', ARGV[3], 'task', snap)
-redis.call('PUBLISH', ARGV[5],
-  '{"id":"' .. sid .. '","kind":"stall","at":"' .. ARGV[3] .. '","task":' .. snap .. '}')
+local sid = emit(KEYS[3], ARGV[4], ARGV[6], ARGV[5], 'stall', ARGV[3], snap)
 return {sid, snap}

@@ -26,6 +26,7 @@
 -- ARGV[13] the 1-based index of the step the update was made for, or '': `next` and
 --          `heartbeat` then apply only while that step runs (PULSE_CONFLICT <running index,
 --          0 if none>), so a journaled update never lands on another step
+-- ARGV[14] the publish command: SPUBLISH on a cluster with sharded channels, else PUBLISH
 -- ARGV[15] runs kept per step history
 -- ARGV[16] most step histories a namespace keeps
 -- ARGV[17] seconds an unused step history is kept
@@ -41,6 +42,7 @@
 -- `wait` (message: the question) marks the task waiting for a person until the next `next`,
 -- `done` or `error`; waiting, it is out of the stall scan (scored +inf in the running index).
 --@include ops
+--@include emit
 --@include history
 local h = redis.call('HMGET', KEYS[1], 'snap', 'stall', 'stalled', 'ops', 'updated',
   'adaptive', 'after', unpack(PACE))  -- 6..: the running step's pace, see include/history.lua
@@ -151,18 +153,14 @@ else
   redis.call('ZREM', KEYS[3], id)
 end
 
-local function emit(k)
-  local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
-    'kind', k, 'at', now, 'task', snap)
-  redis.call('PUBLISH', ARGV[10],
-    '{"id":"' .. sid .. '","kind":"' .. k .. '","at":"' .. now .. '","task":' .. snap .. '}')
-  return sid
+local function emit_kind(k)
+  return emit(KEYS[4], ARGV[9], ARGV[14], ARGV[10], k, now, snap)
 end
 if resumed then
   if kind == 'heartbeat' then
     kind = 'resume'
   else
-    emit('resume')
+    emit_kind('resume')
   end
 end
-return {emit(kind), kind, snap}
+return {emit_kind(kind), kind, snap}
