@@ -125,8 +125,23 @@ class Client:
 
     # -- updates -------------------------------------------------------------------------
 
-    def create(self, name: str, steps: list[str], *, stall: float | None = None) -> TaskHandle:
-        """A new task with its first step running."""
+    def create(
+        self,
+        name: str,
+        steps: list[str],
+        *,
+        stall: float | None = None,
+        op_id: str | None = None,
+    ) -> TaskHandle:
+        """A new task with its first step running.
+
+        ``op_id`` (as for ``update``): the caller's own operation id, e.g. an HTTP client's
+        Idempotency-Key, so a retried create makes one task: for a day (or the retention, if
+        shorter) a repeat gets the task the first call made, as it is now, with ``kind``
+        "applied" and no event.
+        """
+        if op_id is not None and not _OP_ID.match(op_id):
+            raise BadValue("an operation id is 1-64 letters, digits, '_' or '-'")
         s = self.settings
         name, steps = model.check_name(name), model.check_steps(list(steps))
         name, steps = self._visible(name, steps, "the task and step names")
@@ -147,7 +162,11 @@ class Client:
             for attempt in range(_ID_TRIES):
                 try:
                     change = self.store.create(
-                        task, _ms(now), s.retention_seconds, adaptive=s.adaptive_stall
+                        task,
+                        _ms(now),
+                        s.retention_seconds,
+                        adaptive=s.adaptive_stall,
+                        op_id=op_id or "",
                     )
                     break
                 except TaskExists:
@@ -157,10 +176,13 @@ class Client:
                         raise
                     task["taskId"] = model.make_id(name, now)
             self._learn_target()
+        except AlreadyApplied as e:
+            # the retry of a create that made its task: that task, as it is now
+            return TaskHandle(self, Change("", "applied", self.get(e.task_id)))
         except BackendUnavailable as e:
             if not self._journaling:
                 raise
-            op_id = new_op_id()
+            op_id = op_id or new_op_id()
             entry = {
                 "op": "create",
                 "opId": op_id,
@@ -519,6 +541,8 @@ class Client:
                     e["nowMs"],
                     self.settings.retention_seconds,
                     adaptive=e.get("adaptive", True),
+                    # a caller's own id stops a create it retried offline from making two tasks
+                    op_id=e.get("opId") or "",
                 )
             else:
                 self.store.update(

@@ -69,13 +69,15 @@ class StepConflict(PulseError):
 
 
 class AlreadyApplied(PulseError):
-    """A replayed update whose operation id the task has applied before (at ``version``)."""
+    """A replayed update whose operation id the task has applied before (at ``version``);
+    for a create, ``task_id`` names the task it made."""
 
     code = "applied"
 
-    def __init__(self, message: str, version: int) -> None:
+    def __init__(self, message: str, version: int, task_id: str = "") -> None:
         super().__init__(message)
         self.version = version
+        self.task_id = task_id
 
 
 class BackendUnavailable(PulseError):

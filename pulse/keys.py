@@ -22,6 +22,9 @@ HISTORY_RUNS = 50
 HISTORY_CAP = 2000
 HISTORY_TTL_SECONDS = 30 * 86400
 HISTORY_MIN_RUNS = 3
+# How long a create's operation id (an HTTP client's Idempotency-Key) is remembered: a retry
+# within it gets the task the first call made, a later one makes a new task.
+OP_TTL_SECONDS = 86400
 
 
 class Keys:
@@ -95,6 +98,11 @@ class Keys:
         """Sorted set of the history hash's fields, scored by when a run was last added (ms),
         to drop unused and least recently used histories."""
         return f"{self.prefix}history:used"
+
+    def op(self, op_id: str) -> str:
+        """Hash (field ``id``) naming the task a create with this operation id made; expires
+        after ``OP_TTL_SECONDS`` (scripts/create.lua)."""
+        return f"{self.prefix}op:{op_id}"
 
     @property
     def channel(self) -> str:

@@ -24,6 +24,7 @@ from .keys import (
     HISTORY_MIN_RUNS,
     HISTORY_RUNS,
     HISTORY_TTL_SECONDS,
+    OP_TTL_SECONDS,
     STREAM_MAXLEN,
     Keys,
 )
@@ -108,9 +109,15 @@ class Store:
 
     # -- changes -------------------------------------------------------------------------
 
-    def create(self, task: Task, now_ms: int, ttl: int, *, adaptive: bool = True) -> Change:
+    def create(
+        self, task: Task, now_ms: int, ttl: int, *, adaptive: bool = True, op_id: str = ""
+    ) -> Change:
         """Store a new task; its first step's stallAfter (learned unless not ``adaptive``)
-        and its eta come from the step history."""
+        and its eta come from the step history.
+
+        ``op_id``: the create's operation id, applied once for ``OP_TTL_SECONDS``: a repeat
+        raises AlreadyApplied whose ``task_id`` names the task the first one made.
+        """
         k, task_id = self.keys, task["taskId"]
         snap = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
         args = [
@@ -126,13 +133,19 @@ class Store:
             "1" if adaptive else "0",
             HISTORY_MIN_RUNS,
         ]
+        keys = [k.task(task_id), k.updated, k.running, k.ids, k.events, k.history]
+        if op_id:  # no op id: the same keys and arguments as before, nothing more to do
+            keys.append(k.op(op_id))
+            args += [op_id, min(OP_TTL_SECONDS, ttl)]  # ARGV[12], ARGV[13]: not past the task
         try:
-            sid, snap = _CREATE(
-                self.conn,
-                [k.task(task_id), k.updated, k.running, k.ids, k.events, k.history],
-                args,
-            )
+            sid, snap = _CREATE(self.conn, keys, args)
         except ReplyError as e:
+            code, rest = reply_code(str(e))
+            if code == "PULSE_APPLIED":
+                made = rest.split()[-1]
+                raise AlreadyApplied(
+                    f"task {made} was made by this create before", 1, made
+                ) from None
             raise _fail(e, task_id) from None
         return Change(sid, "create", _task(snap))
 

@@ -172,3 +172,17 @@ def test_a_create_whose_id_is_taken_draws_another(client: Client, monkeypatch):
     second = client.create("busy", ["a"])
     assert second.id == "busy-20990101-000000-beef"
     assert client.get(first.id)["version"] == 1  # the first task is untouched
+
+
+def test_a_create_retried_with_its_operation_id_makes_one_task(client: Client, redis_client):
+    first = client.create("deploy", ["build", "test"], op_id="deploy-42")
+    first.next("built")
+    retry = client.create("deploy", ["build", "test"], op_id="deploy-42")
+    assert retry.id == first.id and retry.change.kind == "applied"
+    assert retry.task == client.get(first.id) and retry.task["version"] == 2  # as it is now
+    another = client.create("deploy", ["build", "test"], op_id="deploy-43")
+    assert another.id != first.id and another.change.kind == "create"
+    events = redis_client.xrange(client.store.keys.events)
+    assert [f["kind"] for _, f in events] == ["create", "next", "create"]
+    with pytest.raises(BadValue):
+        client.create("deploy", ["build"], op_id="not an id")

@@ -187,6 +187,33 @@ def test_an_operation_id_applies_once(store, raw):
         store.update(task_id, "done", ttl=TTL, op_id="op2", **at(4))
 
 
+def test_a_create_with_an_operation_id_makes_one_task(store, raw):
+    from pulse.errors import AlreadyApplied
+
+    def create(task_id: str, op_id: str):
+        task = model.new_task(
+            task_id, "deploy", ["a"], at(0)["now"], stall_seconds=60, namespace=NS, host="h"
+        )
+        return store.create(task, T0, TTL, op_id=op_id)
+
+    made = create("deploy-20260101-000000-aaaa", "retry-me")
+    # the retry draws a fresh task id: the operation id, not the id, stops a second task
+    with pytest.raises(AlreadyApplied) as again:
+        create("deploy-20260101-000000-bbbb", "retry-me")
+    assert again.value.task_id == made.task["taskId"] == "deploy-20260101-000000-aaaa"
+    assert not raw.exists(K.task("deploy-20260101-000000-bbbb"))
+    assert [f["kind"] for _, f in raw.xrange(K.events)] == ["create"]
+    assert 0 < raw.ttl(K.op("retry-me")) <= 86400  # remembered a day, not for ever
+    other = create("deploy-20260101-000000-cccc", "another")
+    assert other.task["taskId"] == "deploy-20260101-000000-cccc"
+    assert raw.zcard(K.ids) == 2 and raw.xlen(K.events) == 2
+
+
+def test_a_create_without_an_operation_id_keeps_no_key(store, raw):
+    new(store)
+    assert not raw.keys(K.op("*"))
+
+
 def test_only_the_last_256_operation_ids_are_kept(store, raw):
     task_id = new(store, steps=("a",)).task["taskId"]
     for i in range(300):

@@ -5,7 +5,6 @@ Redis is an error the HTTP client sees (503), not an update kept on the web serv
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 from collections.abc import Iterator
@@ -13,7 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..client import Client
-from ..errors import BadValue
 from ..settings import Settings
 
 log = logging.getLogger("pulse.web")
@@ -46,39 +44,22 @@ class Clients:
             c.close()
 
 
-# -- the operation-id seam ---------------------------------------------------------------
-# A client may send ``Idempotency-Key`` with an update so a retried request applies once: the
-# key is the update's operation id, which the task records (Client.update's ``op_id``); a
-# repeat answers 200 with the task as it is. A create has no operation id to record it by
-# (a retried create makes a second task), so the header is refused there, not ignored.
-
-
-def _takes_op_id(method: Any) -> bool:
-    try:
-        return "op_id" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def op_kwargs(method: Any, op_id: str | None) -> dict[str, Any]:
-    if op_id is None:
-        return {}
-    if not _takes_op_id(method):
-        raise BadValue("Idempotency-Key applies to updates (next, heartbeat, done, error, wait)")
-    return {"op_id": op_id}
+# -- operation ids -----------------------------------------------------------------------
+# A client may send ``Idempotency-Key`` with a write so a retried request applies once: the
+# key is the write's operation id (``op_id`` of Client.create and Client.update, checked
+# there). A repeated update answers with the task as it is; a repeated create (within a day)
+# with the task the first one made, as it is now, not a second task.
 
 
 # -- the calls -----------------------------------------------------------------------------
 
 
 def create(client: Client, body: dict[str, Any], op_id: str | None) -> Any:
-    extra = op_kwargs(client.create, op_id)
-    handle = client.create(body["name"], body["steps"], stall=body.get("stall"), **extra)
+    handle = client.create(body["name"], body["steps"], stall=body.get("stall"), op_id=op_id)
     return handle.task
 
 
 def update(client: Client, op: str, task_id: str, body: dict[str, Any], op_id: str | None) -> Any:
     text = {"done": "result", "wait": "question"}.get(op, "message")
-    extra = op_kwargs(client.update, op_id)
-    change = client.update(task_id, op, body.get(text), body.get("progress"), **extra)
+    change = client.update(task_id, op, body.get(text), body.get("progress"), op_id=op_id)
     return change.task

@@ -244,5 +244,23 @@ def test_an_idempotency_key_applies_a_retried_update_once(web_with_token, open_s
         "POST", f"/api/tasks/{tid}/next", {}, token=TOKEN, headers={"Idempotency-Key": "a b"}
     )
     assert bad.status == 400
-    made = web.call("POST", "/api/tasks", {"name": "n", "steps": ["a"]}, token=TOKEN, headers=key)
-    assert made.status == 400 and "Idempotency-Key" in made.json()["error"]
+    assert bad.json()["error"] == "an operation id is 1-64 letters, digits, '_' or '-'"
+
+
+def test_an_idempotency_key_makes_a_retried_create_one_task(web_with_token, open_stream):
+    web = web_with_token
+    stream = open_stream(web, {"Authorization": f"Bearer {TOKEN}"})
+    key, body = {"Idempotency-Key": "deploy-42-create"}, {"name": "n", "steps": ["a", "b"]}
+    first = web.call("POST", "/api/tasks", body, token=TOKEN, headers=key)
+    tid = first.json()["taskId"]
+    assert web.call("POST", f"/api/tasks/{tid}/next", {}, token=TOKEN).status == 200
+    retry = web.call("POST", "/api/tasks", body, token=TOKEN, headers=key)
+    assert first.status == retry.status == 201
+    assert retry.json() == web.call("GET", f"/api/tasks/{tid}", token=TOKEN).json()
+    assert retry.json()["taskId"] == tid and retry.json()["version"] == 2  # as it is now
+    other = web.call("POST", "/api/tasks", body, token=TOKEN, headers={"Idempotency-Key": "k9"})
+    assert other.status == 201 and other.json()["taskId"] != tid
+    listed = web.call("GET", "/api/tasks?view=all", token=TOKEN).json()["tasks"]
+    assert sorted(t["taskId"] for t in listed) == sorted([tid, other.json()["taskId"]])
+    kinds = [stream.next_event()[1] for _ in range(3)]
+    assert kinds == ["create", "next", "create"]  # the retry emitted nothing
