@@ -186,3 +186,24 @@ def test_a_create_retried_with_its_operation_id_makes_one_task(client: Client, r
     assert [f["kind"] for _, f in events] == ["create", "next", "create"]
     with pytest.raises(BadValue):
         client.create("deploy", ["build"], op_id="not an id")
+
+
+def test_a_create_retried_offline_with_its_operation_id_replays_as_one_task(tmp_path: Path):
+    import redis
+
+    from tests.redis_proc import redis_proc
+
+    with redis_proc(persist=True) as server:
+        with pulse.connect(server.url, dir=tmp_path / "m", namespace="off") as client:
+            client.create("warm up", ["a"])  # learns which Redis this is, for the journal
+            server.stop()
+            first = client.create("deploy", ["a"], op_id="deploy-7")
+            retry = client.create("deploy", ["a"], op_id="deploy-7")
+            assert first.id != retry.id  # offline, each drew its own id
+            server.start()
+            report = client.replay()
+            assert (report.applied, report.already, report.conflicts) == (1, 1, 0)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        ids = r.zrange(client.store.keys.ids, 0, -1)
+        r.close()
+    assert len(ids) == 2 and first.id in ids and retry.id not in ids
