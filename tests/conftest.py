@@ -235,7 +235,8 @@ def raw(request: pytest.FixtureRequest) -> object:
 def conn(raw: object, request: pytest.FixtureRequest) -> Iterator[object]:
     """pulse's connection to the same server as ``raw``: redis-py wrapped for fakeredis, the
     CLI's own socket client for the real server."""
-    from pulse.transport import RedisPyConnection, connect
+    from pulse.redispy import RedisPyConnection
+    from pulse.transport import connect
 
     if type(raw).__module__.startswith("fakeredis"):
         connection = RedisPyConnection(raw)

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from pulse.client import Client
+from pulse.cluster import command_key, key_slot
 from pulse.settings import Settings
-from pulse.transport import SocketConnection, command_key, key_slot, sharded_channels
+from pulse.transport import SocketConnection, sharded_channels
 from tests.cluster_proc import Cluster, call
 from tests.conftest import _run_pulse
 
