@@ -215,7 +215,7 @@ def main() -> None:
     if args.fake:
         import fakeredis
 
-        from pulse.transport import RedisPyConnection
+        from pulse.redispy import RedisPyConnection
 
         client = fakeredis.FakeRedis(decode_responses=True)
         conn = RedisPyConnection(client)

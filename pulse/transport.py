@@ -19,10 +19,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, Protocol
+
+    from .cluster import Cluster
 else:
     Protocol = object
 
 SCHEMES = ("redis", "rediss", "unix")
+# Replies of a Redis Cluster sending a command to the node that serves its slot: see cluster.py.
+REDIRECTS = ("MOVED", "ASK")
 
 
 class ReplyError(Exception):
@@ -161,7 +165,7 @@ class SocketConnection(_Calls):
         self._login_owed = False  # AUTH and SELECT go before the next command
         self._reader: Any = None
         # Redis Cluster: where slots live and a connection per node, from the first redirect on.
-        self._cluster: _Cluster | None = None
+        self._cluster: Cluster | None = None
         self._server: dict[str, Any] | None = None  # HELLO's answer, once asked
 
     def connect(self) -> None:
@@ -252,14 +256,16 @@ class SocketConnection(_Calls):
         return self._collect(self._write(commands), len(commands))
 
     def _settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
-        # A redirect: this is a Redis Cluster, whose redirects and transitions _Cluster
+        # A redirect: this is a Redis Cluster, whose redirects and transitions cluster.Cluster
         # follows from now on.
         if self._cluster is None and not any(
-            isinstance(r, ReplyError) and r.code in _REDIRECTS for r in replies
+            isinstance(r, ReplyError) and r.code in REDIRECTS for r in replies
         ):
             return replies
         if self._cluster is None:
-            self._cluster = _Cluster(self)
+            from .cluster import Cluster
+
+            self._cluster = Cluster(self)
         self._cluster.down.clear()
         return self._cluster.settle(commands, replies)
 
@@ -349,103 +355,6 @@ class SocketConnection(_Calls):
             self._cluster.close()
 
 
-def _reply_error(e: Exception) -> ReplyError:
-    # redis-py strips known codes ("NOSCRIPT ", "ERR ") off the text; put them back so callers
-    # match on the same text as with SocketConnection.
-    code = getattr(e, "status_code", None)
-    if code is None and type(e).__name__ == "NoScriptError":  # older redis-py keeps no code
-        code = "NOSCRIPT"
-    return ReplyError(f"{code} {e}" if code else str(e))
-
-
-def _adopt(reply: Any, error_type: type[Exception]) -> Any:
-    # Errors nested in arrays (a Lua table holding error_reply) as ReplyError, as hiredis does.
-    if isinstance(reply, list):
-        return [_adopt(r, error_type) for r in reply]
-    return _reply_error(reply) if isinstance(reply, error_type) else reply
-
-
-class RedisPyConnection(_Calls):
-    """A redis-py compatible client (redis.Redis, fakeredis.FakeRedis) as a Connection.
-
-    Commands go over a connection of its own, built from the client's pool settings but
-    forced to RESP2 with str replies, and bypass the response callbacks: redis-py 8 speaks
-    RESP3 by default and reshapes replies per command (HGETALL to dict, XRANGE to tuples),
-    so only raw RESP2 replies are identical to SocketConnection's. The client itself and
-    its pool are left alone.
-    """
-
-    def __init__(self, client: Any, *, url: str | None = None) -> None:
-        self.client = client
-        pool = client.connection_pool
-        kw = pool.connection_kwargs
-        where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
-        self.url = redacted_url(url) if url else f"{type(client).__name__}({where}/{kw.get('db')})"
-        # No connect retries either: a down server fails within the timeout, as with sockets.
-        fixed = {"protocol": 2, "decode_responses": True, "encoding_errors": "replace"}
-        self._conn = pool.connection_class(**{**kw, **fixed, "retry": None, "retry_on_error": []})
-
-    def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        packed = self._conn.pack_commands([tuple(c) for c in commands])  # before sending
-
-        def once() -> list[Any]:
-            replies: list[Any] = self._guarded(self._send, packed, len(commands))
-            refused = refusal([], replies, self.url, [])
-            if refused is not None:
-                self.close()
-                raise refused
-            return replies
-
-        return retry_transitions(once, self.url)
-
-    def _send(self, packed: Any, count: int) -> list[Any]:
-        from redis.exceptions import ResponseError
-
-        self._conn.send_packed_command(packed)
-        replies: list[Any] = []
-        for _ in range(count):
-            try:
-                replies.append(_adopt(self._conn.read_response(), ResponseError))
-            except ResponseError as e:  # raised only once the whole reply is read
-                replies.append(_reply_error(e))
-        return replies
-
-    def _guarded(self, fn: Any, *args: Any) -> Any:
-        from redis.exceptions import (
-            AuthenticationError,
-            ConnectionError,
-            ResponseError,
-            TimeoutError,
-        )
-
-        try:
-            return fn(*args)
-        except AuthenticationError as e:
-            self.close()
-            raise BackendRefused(f"Redis at {self.url} refused the login: {e}") from None
-        except ResponseError as e:  # raised by connect(): a SELECT or login refused
-            self.close()
-            reply = _reply_error(e)
-            raise refusal([reply], [], self.url, [("the connection", b"")]) or BackendRefused(
-                f"Redis at {self.url} refused the connection: {e}"
-            ) from None
-        except (ConnectionError, TimeoutError, OSError) as e:
-            self.close()
-            raise BackendUnavailable(f"cannot talk to Redis at {self.url}: {e}") from e
-        except BaseException:
-            self.close()  # a half-read reply would shift every later one
-            raise
-
-    def connect(self) -> None:
-        self._guarded(self._conn.connect)
-
-    def hello(self) -> dict[str, Any]:
-        return _hello(self)
-
-    def close(self) -> None:
-        self._conn.disconnect()
-
-
 # -- refusals and transitions: which error replies are permanent, which pass ------------------
 
 # A server or cluster in transition: the command did not run (or stopped at its first write),
@@ -516,23 +425,7 @@ def refusal(
     return None
 
 
-# -- Redis Cluster ---------------------------------------------------------------------------
-
-# Replies that mean the command did not run, so sending it again is safe: a redirect to the
-# node that serves its slot, or a server or cluster in transition (a failover, a restart).
-_REDIRECTS = ("MOVED", "ASK")
-_RERUN = _REDIRECTS + TRANSITION_CODES
-# How long a command waits out a cluster in transition (a failover takes about
-# cluster-node-timeout plus a second) before BackendUnavailable: the update is journaled.
-CLUSTER_PATIENCE = 2.0
-_MAX_ROUNDS = 64
-# Commands whose key is not their first argument, and commands with no key at all.
-_KEY_AT = {"XGROUP": 2, "XINFO": 2, "OBJECT": 2, "MEMORY": 2}
-_KEYLESS = frozenset(
-    "PING SELECT AUTH HELLO INFO TIME SCRIPT CLUSTER ECHO READONLY READWRITE ASKING "
-    "CLIENT COMMAND CONFIG DBSIZE FLUSHALL FLUSHDB ACL WAIT QUIT RESET".split()
-)
-
+# -- what the server says of itself ----------------------------------------------------------
 
 def _hello(conn: Connection) -> dict[str, Any]:
     try:
@@ -558,196 +451,13 @@ def publish_command(conn: Connection) -> str:
     return "SPUBLISH" if hello is not None and sharded_channels(hello()) else "PUBLISH"
 
 
-_slots_of_keys: dict[Any, int] = {}  # a process sends the same few keys over and over
-
-
-def key_slot(key: str | bytes) -> int:
-    """The Redis Cluster hash slot of ``key``: CRC16 of its hash tag (``{...}``) or of all
-    of it, modulo 16384."""
-    slot = _slots_of_keys.get(key)
-    if slot is not None:
-        return slot
-    from binascii import crc_hqx  # CRC16-CCITT (XMODEM), as Redis Cluster uses
-
-    raw = key.encode() if isinstance(key, str) else bytes(key)
-    start = raw.find(b"{")
-    if start >= 0:
-        end = raw.find(b"}", start + 1)
-        if end > start + 1:
-            raw = raw[start + 1 : end]
-    if len(_slots_of_keys) > 10000:
-        _slots_of_keys.clear()
-    slot = _slots_of_keys[key] = crc_hqx(raw, 0) % 16384
-    return slot
-
-
-_SCRIPTS = frozenset(("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"))
-
-
-def command_key(command: Sequence[Any]) -> Any:
-    """The (first) key a command names, or None for a command without one."""
-    name = command[0]
-    name = (name.decode() if isinstance(name, bytes) else str(name)).upper()
-    if name in _SCRIPTS:
-        return command[3] if len(command) > 3 and int(command[2]) > 0 else None
-    if name in ("XREAD", "XREADGROUP"):
-        words = [str(c).upper() for c in command]
-        return command[words.index("STREAMS") + 1] if "STREAMS" in words else None
-    if name in _KEYLESS:
-        return None
-    at = _KEY_AT.get(name, 1)
-    return command[at] if len(command) > at else None
-
-
-def _redirect(reply: ReplyError) -> tuple[int, str]:
-    # "MOVED 3999 127.0.0.1:6381": the slot and the node; an empty host is the same host.
-    _, slot, address = str(reply).split(" ", 2)
-    return int(slot), address
-
-
-class _Cluster:
-    """Redirects followed for one SocketConnection (the origin, the URL's node): where each
-    slot lives as MOVED replies said, and one connection per node, for the life of the
-    process. Commands whose slot is known go straight to its node.
-
-    A command answered with a redirect or a transient refusal (CLUSTERDOWN, TRYAGAIN,
-    MASTERDOWN, READONLY, LOADING) did not run, so it is sent again: to the node named
-    (after ASKING for ASK), or after a short wait. A node that cannot be reached (a master
-    that died) is forgotten and its slots asked of the origin (or any node known) again;
-    after CLUSTER_PATIENCE seconds of that the command fails with BackendUnavailable.
-    """
-
-    def __init__(self, origin: SocketConnection) -> None:
-        self.origin = origin
-        self.slots: dict[int, str] = {}  # slot -> "host:port"
-        self.nodes: dict[str, SocketConnection] = {}
-        self.down: set[str] = set()  # nodes that could not be reached in this exchange
-
-    def owner(self, commands: Sequence[Sequence[Any]]) -> SocketConnection:
-        """The node to send ``commands`` to: that of the first key's slot, if known."""
-        for command in commands:
-            key = command_key(command)
-            if key is not None:
-                address = self.slots.get(key_slot(key))
-                if address is not None and address not in self.down:
-                    node = self.nodes.get(address)
-                    return node if node is not None else self.node(address)
-                break
-        if "" not in self.down:
-            return self.origin
-        # The origin is down: any node redirects to the right one.
-        for address, node in self.nodes.items():
-            if address not in self.down:
-                return node
-        return self.origin
-
-    def node(self, address: str) -> SocketConnection:
-        node = self.nodes.get(address)
-        if node is None:
-            host, _, port = address.rpartition(":")
-            node = self.nodes[address] = self.origin._peer(host, int(port))
-        return node
-
-    def exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        if self.down:
-            self.down.clear()
-        replies = self._send(self.owner(commands), commands)
-        for r in replies:
-            if isinstance(r, BackendUnavailable) or (
-                isinstance(r, ReplyError) and r.code in _RERUN
-            ):
-                return self.settle(commands, replies)
-        return replies
-
-    def _send(self, node: SocketConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """The replies of ``node``; if it cannot be reached (nothing sent), the error as the
-        reply of every command, to be retried like a cluster in transition."""
-        try:
-            if node._sock is None:  # else _write checks it is still open, and reconnects
-                node.connect()
-        except BackendUnavailable as e:
-            self._forget(node)
-            return [e] * len(commands)
-        try:
-            return node._roundtrip(commands)
-        except BackendUnavailable as e:
-            # The socket had closed and reconnecting was refused (a node that died): nothing
-            # was sent. Anything else may have happened after the command went out.
-            if node._sock is not None or not isinstance(e.__cause__, ConnectionRefusedError):
-                raise
-            self._forget(node)
-            return [e] * len(commands)
-
-    def _forget(self, node: SocketConnection) -> None:
-        address = "" if node is self.origin else f"{node._host}:{node._port}"
-        self.down.add(address)
-        for slot in [s for s, a in self.slots.items() if a == address]:
-            del self.slots[slot]
-
-    def settle(self, commands: Sequence[Sequence[Any]], replies: list[Any]) -> list[Any]:
-        import time
-
-        replies = list(replies)
-        deadline = time.monotonic() + CLUSTER_PATIENCE
-        pause = 0.01
-        for _ in range(_MAX_ROUNDS):
-            todo: dict[int, tuple[SocketConnection, bool]] = {}  # command -> (node, ASKING)
-            waiting: BackendUnavailable | ReplyError | None = None
-            for i, reply in enumerate(replies):
-                if isinstance(reply, BackendUnavailable):
-                    waiting = reply
-                    todo[i] = (self.owner([commands[i]]), False)
-                elif isinstance(reply, ReplyError) and reply.code in _RERUN:
-                    if reply.code in _REDIRECTS:
-                        slot, address = _redirect(reply)
-                        if not address.rpartition(":")[0]:
-                            address = f"{self.origin._host}{address}"
-                        if reply.code == "MOVED":
-                            self.slots[slot] = address
-                            self.down.discard(address)
-                        todo[i] = (self.node(address), reply.code == "ASK")
-                    else:
-                        waiting = reply
-                        todo[i] = (self.owner([commands[i]]), False)
-            if not todo:
-                return replies
-            if waiting is not None:
-                if time.monotonic() + pause > deadline:
-                    if isinstance(waiting, BackendUnavailable):
-                        raise waiting
-                    raise BackendUnavailable(f"Redis at {self.origin.url} is not ready: {waiting}")
-                time.sleep(pause)
-                pause = min(pause * 2, 0.2)
-                # the map may have changed meanwhile: route the waiting ones again
-                todo = {
-                    i: (node if ask else self.owner([commands[i]]), ask)
-                    for i, (node, ask) in todo.items()
-                }
-            by_node: dict[int, list[int]] = {}
-            for i, (node, _) in todo.items():
-                by_node.setdefault(id(node), []).append(i)
-            for indexes in by_node.values():
-                node = todo[indexes[0]][0]
-                batch: list[Sequence[Any]] = []
-                for i in indexes:
-                    batch += [("ASKING",), commands[i]] if todo[i][1] else [commands[i]]
-                got = self._send(node, batch)
-                for i in indexes:
-                    if todo[i][1]:
-                        got.pop(0)  # ASKING's OK
-                    replies[i] = got.pop(0)
-        raise BackendUnavailable(f"the Redis Cluster at {self.origin.url} keeps redirecting")
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.close()
-
-
 def connect(url: str, *, timeout: float = 2.0) -> Connection:
     """SocketConnection for redis://, rediss:// and unix://; redis-py for anything else."""
     if url.partition("://")[0].lower() in SCHEMES:
         return SocketConnection(url, timeout=timeout)
     import redis
+
+    from .redispy import RedisPyConnection
 
     try:  # RedisPyConnection sets RESP2 and decoding on its own connection
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fixtures that start or reach a real server; pytest's item.fixturenames holds every fixture a
 # test needs, directly or through others (pulse_env, store, run_pulse's env ...).
-SERVER_FIXTURES = {"redis_server", "embedded_server"}
+SERVER_FIXTURES = {"redis_server", "embedded_server", "cluster"}
 # Names a test module imports to start servers of its own (for a test to kill, or embedded).
 SERVER_HELPERS = {
     "redis_proc",
@@ -235,7 +235,8 @@ def raw(request: pytest.FixtureRequest) -> object:
 def conn(raw: object, request: pytest.FixtureRequest) -> Iterator[object]:
     """pulse's connection to the same server as ``raw``: redis-py wrapped for fakeredis, the
     CLI's own socket client for the real server."""
-    from pulse.transport import RedisPyConnection, connect
+    from pulse.redispy import RedisPyConnection
+    from pulse.transport import connect
 
     if type(raw).__module__.startswith("fakeredis"):
         connection = RedisPyConnection(raw)
@@ -282,3 +283,16 @@ def pulse_api(pulse_env: dict[str, str]) -> Iterator[object]:
 
     with Client(Settings.from_env(pulse_env)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    """A real local Redis Cluster of three masters (tests/cluster_proc.py), one per module:
+    it takes a second or two to become ok."""
+    from tests.cluster_proc import ClusterUnavailable, cluster_proc
+
+    try:
+        with cluster_proc(masters=3) as c:
+            yield c
+    except ClusterUnavailable as e:
+        pytest.skip(str(e))

@@ -260,10 +260,12 @@ def test_status_of_one_task_and_with_no_tasks(pulse):
 
 
 def test_a_quiet_task_shows_as_stalled(pulse):
-    # 2 s, not 1: updatedAt has whole seconds, so a task can look up to 1 s quieter than it is
-    slow = pulse("create", "slow", "fetch", "parse", "--stall", "2").strip()
+    # 4 s: updatedAt has whole seconds, so a task can look up to 1 s quieter than it is, and
+    # the checks after the heartbeat below must all run within the stall time, even on a
+    # loaded machine where each CLI call can take a second
+    slow = pulse("create", "slow", "fetch", "parse", "--stall", "4").strip()
     busy = create(pulse, "busy", "work")
-    time.sleep(2.5)
+    time.sleep(4.5)
 
     status = pulse("status")
     assert f"⚠️ slow [0/2] ░░░░░░░░░░ ({slow})" in status.splitlines()

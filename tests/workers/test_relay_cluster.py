@@ -4,28 +4,11 @@ that live on different nodes, each with its own lease; a standby takes each one 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from pulse.client import Client
 from pulse.settings import Settings
+from tests.cluster_proc import call
 from tests.workers.conftest import Receiver, Relays, audit, wait_until
-
-# the local cluster fixture comes with the Redis Cluster work (issue 10); until it is merged
-# this module skips
-cluster_mod = pytest.importorskip("tests.cluster_proc")
-Cluster, ClusterUnavailable = cluster_mod.Cluster, cluster_mod.ClusterUnavailable
-call, cluster_proc = cluster_mod.call, cluster_mod.cluster_proc
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[object]:
-    try:
-        with cluster_proc(masters=3) as c:
-            yield c
-    except ClusterUnavailable as e:
-        pytest.skip(str(e))
 
 
 def test_relays_serve_namespaces_spread_over_the_nodes(cluster, pulse_env, tmp_path):
