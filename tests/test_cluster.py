@@ -118,6 +118,17 @@ def test_namespaces_spread_over_the_nodes_through_one_url(fresh, tmp_path):
             assert [t["taskId"] for t in client.status()] == [ids[name]]
 
 
+def test_a_create_with_an_operation_id_applies_once_on_a_cluster(fresh, tmp_path):
+    # the operation's key shares the namespace's hash tag: one slot, one script
+    name = fresh.namespaces(3, per_master=True)[1]
+    url = next(n.url for n in fresh.nodes if n.port != fresh.owner(name).port)
+    with Client(Settings(redis_url=url, namespace=name, dir=tmp_path)) as client:
+        first = client.create("job", ["a"], op_id="job-1")
+        retry = client.create("job", ["a"], op_id="job-1")
+        assert retry.id == first.id and retry.change.kind == "applied"
+        assert [t["taskId"] for t in client.status()] == [first.id]
+
+
 def test_one_connection_remembers_where_each_namespace_lives(fresh, tmp_path, monkeypatch):
     cluster = fresh
     names = cluster.namespaces(3, per_master=True)
