@@ -208,23 +208,23 @@ def _append(path: Path, entry: dict[str, Any]) -> None:
 
 
 def _append_all(path: Path, entries: list[dict[str, Any]]) -> None:
-    line = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write(path, entries, os.O_APPEND)
 
 
 def _rewrite(path: Path, entries: list[dict[str, Any]]) -> None:
     """Replace the journal with ``entries``, durably (temp file, fsync, rename)."""
     tmp = path.with_name(f"{NAME}.{os.getpid()}.tmp")
+    _write(tmp, entries, os.O_TRUNC)
+    os.replace(tmp, path)
+
+
+def _write(path: Path, entries: list[dict[str, Any]], mode: int) -> None:
+    """``entries`` as JSON lines, on disk (fsync) when this returns; ``mode``: O_APPEND or
+    O_TRUNC."""
     data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
